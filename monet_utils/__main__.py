@@ -1,0 +1,54 @@
+"""Command line: `python -m monet_utils run|demo-data ...` (see README)."""
+from __future__ import annotations
+
+import argparse
+import ast
+import sys
+
+from .config import ConfigError
+from .data import DataError
+
+
+def parse_value(text: str):
+    """'3' -> 3, '2e-4' -> 0.0002, 'True' -> True, anything else stays a string."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m monet_utils", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="train with the notebook and write outputs/ (demo data if no Kaggle data)")
+    run.add_argument("--data-dir", default=None, help="folder with photo_jpg/ and monet_jpg/")
+    run.add_argument("--output-dir", default="outputs")
+    run.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
+                     help="notebook parameter, e.g. -p epochs 3 -p cycle_lambda 5")
+
+    demo = commands.add_parser("demo-data", help="write the synthetic demo dataset")
+    demo.add_argument("--out", default=None, help="target folder (default data/demo)")
+    demo.add_argument("--photos", type=int, default=240)
+    demo.add_argument("--paintings", type=int, default=80)
+    demo.add_argument("--seed", type=int, default=0)
+
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "run":
+            from .runner import run_main_job
+            overrides = {name: parse_value(value) for name, value in args.parameter}
+            executed = run_main_job(args.data_dir, args.output_dir, overrides)
+            print(f"Done. Executed notebook: {executed}")
+        else:
+            from .demo_data import DEMO_DIR, make_demo_dataset
+            root = make_demo_dataset(args.out or DEMO_DIR, args.photos, args.paintings, seed=args.seed)
+            print(f"Demo data written to {root}")
+    except (ConfigError, DataError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,122 @@
+"""The one config object: every knob of a run, with the seed's and the paper's defaults."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+
+class ConfigError(ValueError):
+    """A config key is unknown or its value is out of range."""
+
+
+@dataclass
+class CycleGANConfig:
+    # Seed notebook's hyperparameters.
+    batch_size: int = 4
+    epochs: int = 1
+    image_size: int = 256
+    lr: float = 2e-4
+    beta1: float = 0.5
+    beta2: float = 0.999
+    cycle_lambda: float = 10.0
+    # Reference implementation (junyanz/pytorch-CycleGAN-and-pix2pix) defaults the seed leaves out.
+    identity_weight: float = 0.5  # identity loss weight, as a fraction of cycle_lambda
+    pool_size: int = 50  # history of generated images shown to the discriminators
+    gan_mode: str = "lsgan"  # "lsgan" (MSE) or "bce"
+    decay_epochs: int = 0  # the last `decay_epochs` of `epochs` decay the LR linearly to ~0
+    init_gain: float = 0.02  # N(0, init_gain) weight init
+    seed: int = 0
+    # Model size; tests shrink these.
+    ngf: int = 64
+    ndf: int = 64
+    n_res_blocks: int = 9
+    # Run control.
+    max_steps: int = 0  # stop after this many optimizer steps in total; 0 = no limit
+    checkpoint_every: int = 500  # steps between checkpoints (one is also written at each epoch end)
+    num_workers: int = 2
+    device: str = "auto"  # "auto" picks cuda when available, else cpu
+    data_dir: str = ""  # empty: search DATA_DIR, /kaggle/input/gan-getting-started, data/gan-getting-started
+    output_dir: str = "outputs"
+
+    def __post_init__(self):
+        self.validate()
+
+    def validate(self) -> None:
+        positive_ints = ("batch_size", "epochs", "image_size", "ngf", "ndf", "checkpoint_every")
+        for name in positive_ints:
+            _check_type(self, name, int)
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"config '{name}' must be a positive integer, got {getattr(self, name)!r}")
+        for name in ("n_res_blocks", "pool_size", "decay_epochs", "max_steps", "num_workers", "seed"):
+            _check_type(self, name, int)
+            if getattr(self, name) < 0:
+                raise ConfigError(f"config '{name}' must be >= 0, got {getattr(self, name)!r}")
+        for name in ("lr", "cycle_lambda", "identity_weight", "init_gain"):
+            _check_type(self, name, float)
+        if self.lr <= 0:
+            raise ConfigError(f"config 'lr' must be > 0, got {self.lr!r}")
+        for name in ("cycle_lambda", "identity_weight", "init_gain"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"config '{name}' must be >= 0, got {getattr(self, name)!r}")
+        for name in ("beta1", "beta2"):
+            _check_type(self, name, float)
+            if not 0 <= getattr(self, name) < 1:
+                raise ConfigError(f"config '{name}' must be in [0, 1), got {getattr(self, name)!r}")
+        # Two stride-2 downsamples and two upsamples: other sizes come back a pixel off.
+        if self.image_size % 4:
+            raise ConfigError(f"config 'image_size' must be a multiple of 4, got {self.image_size}")
+        if self.decay_epochs > self.epochs:
+            raise ConfigError(
+                f"config 'decay_epochs' ({self.decay_epochs}) cannot exceed 'epochs' ({self.epochs})"
+            )
+        if self.gan_mode not in ("lsgan", "bce"):
+            raise ConfigError(f"config 'gan_mode' must be 'lsgan' or 'bce', got {self.gan_mode!r}")
+        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
+            raise ConfigError(f"config 'device' must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
+        for name in ("data_dir", "output_dir"):
+            _check_type(self, name, str)
+
+    @property
+    def identity_lambda(self) -> float:
+        return self.identity_weight * self.cycle_lambda
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "CycleGANConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(f"unknown config key(s) {unknown}; known keys: {sorted(known)}")
+        return cls(**values)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def replace(self, **changes) -> "CycleGANConfig":
+        return self.from_dict({**self.to_dict(), **changes})
+
+    def save(self, path: str | os.PathLike) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "CycleGANConfig":
+        try:
+            values = json.loads(Path(path).read_text())
+        except json.JSONDecodeError as err:
+            raise ConfigError(f"{path}: not a JSON config ({err})") from None
+        return cls.from_dict(values)
+
+
+def _check_type(config: CycleGANConfig, name: str, kind: type) -> None:
+    value = getattr(config, name)
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        setattr(config, name, float(value))  # papermill and JSON pass 10 for 10.0
+        return
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise ConfigError(f"config '{name}' must be {kind.__name__}, got {value!r} ({type(value).__name__})")

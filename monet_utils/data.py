@@ -1,0 +1,203 @@
+"""Find the Kaggle data, read it robustly, augment with albumentations, and batch unpaired samples."""
+from __future__ import annotations
+
+import os
+import random
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import albumentations as A
+import numpy as np
+import torch
+from albumentations.pytorch import ToTensorV2
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from .config import CycleGANConfig
+
+PHOTO_DIR, MONET_DIR = "photo_jpg", "monet_jpg"
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+KAGGLE_INPUT = Path("/kaggle/input/gan-getting-started")
+LOCAL_DATA = Path("data/gan-getting-started")
+# Written by `make_demo_dataset`; tells the submission step this is not competition data.
+DEMO_MARKER = "DEMO_DATA.txt"
+
+
+class DataError(FileNotFoundError):
+    """The dataset is missing, empty, or laid out differently from Kaggle's."""
+
+
+def find_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
+    """First of: `data_dir`, $DATA_DIR, /kaggle/input/gan-getting-started, data/gan-getting-started
+    that holds non-empty `photo_jpg/` and `monet_jpg/` folders."""
+    if data_dir:
+        candidates = [Path(data_dir)]
+    else:
+        candidates = [Path(p) for p in (os.environ.get("DATA_DIR"),) if p] + [KAGGLE_INPUT, LOCAL_DATA]
+    for candidate in candidates:
+        if all(list_images(candidate / sub) for sub in (PHOTO_DIR, MONET_DIR)):
+            return candidate
+    searched = "\n".join(f"  {c.resolve()}: {_describe(c)}" for c in candidates)
+    raise DataError(
+        f"no dataset found. Searched:\n{searched}\n"
+        f"Expected a folder with non-empty '{PHOTO_DIR}/' and '{MONET_DIR}/' subfolders of images "
+        "(Kaggle's gan-getting-started layout). Pass data_dir, set DATA_DIR, or run "
+        "`python -m monet_utils demo-data` to make a synthetic one."
+    )
+
+
+def _describe(candidate: Path) -> str:
+    if not candidate.is_dir():
+        return "does not exist"
+    problems = []
+    for sub in (PHOTO_DIR, MONET_DIR):
+        if not (candidate / sub).is_dir():
+            problems.append(f"no {sub}/")
+        elif not list_images(candidate / sub):
+            problems.append(f"{sub}/ holds no images")
+    return ", ".join(problems)
+
+
+def is_demo_data(data_dir: str | os.PathLike) -> bool:
+    return (Path(data_dir) / DEMO_MARKER).exists()
+
+
+def list_images(folder: str | os.PathLike) -> list[Path]:
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+
+
+def load_rgb(path: str | os.PathLike) -> np.ndarray:
+    """HxWx3 uint8; grayscale, palette and RGBA images are converted to RGB."""
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGB"))
+
+
+def _readable(path: Path) -> bool:
+    try:
+        with Image.open(path) as image:
+            image.load()  # decodes fully, so truncated files fail here and not mid-training
+        return True
+    except (OSError, ValueError, Image.DecompressionBombError):
+        return False
+
+
+def readable_images(folder: str | os.PathLike) -> list[Path]:
+    """Images in `folder` that decode; the others are dropped with one warning naming them."""
+    paths = list_images(folder)
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:  # PIL decodes without the GIL
+        ok = list(pool.map(_readable, paths))
+    bad = [p.name for p, good in zip(paths, ok) if not good]
+    if bad:
+        shown = ", ".join(bad[:20]) + (f", ... ({len(bad) - 20} more)" if len(bad) > 20 else "")
+        warnings.warn(f"skipping {len(bad)} unreadable image(s) of {len(paths)} in {folder}: {shown}", stacklevel=2)
+    good_paths = [p for p, good in zip(paths, ok) if good]
+    if not good_paths:
+        raise DataError(f"{folder}: no readable images (found {len(paths)} file(s) with image suffixes)")
+    return good_paths
+
+
+def train_transform(image_size: int) -> A.Compose:
+    """The reference's jitter: resize to 286/256 of the size, random crop back, random flip."""
+    load_size = round(image_size * 286 / 256)
+    return A.Compose([
+        A.Resize(load_size, load_size),
+        A.RandomCrop(image_size, image_size),
+        A.HorizontalFlip(p=0.5),
+        A.Normalize(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), max_pixel_value=255.0),  # to [-1, 1] for tanh
+        ToTensorV2(),
+    ])
+
+
+def eval_transform(image_size: int) -> A.Compose:
+    return A.Compose([
+        A.Resize(image_size, image_size),
+        A.Normalize(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), max_pixel_value=255.0),
+        ToTensorV2(),
+    ])
+
+
+def to_uint8_image(tensor: torch.Tensor) -> np.ndarray:
+    """Inverse of the normalisation: a 3xHxW tensor in [-1, 1] to HxWx3 uint8."""
+    array = ((tensor.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return array.permute(1, 2, 0).cpu().numpy()
+
+
+class UnpairedDataset(Dataset):
+    """Item i is photo i with a painting drawn at random: the 300 paintings are sampled
+    independently of the 7,038 photos, and one epoch covers every photo once.
+
+    Randomness (which painting, which crop and flip) comes from (seed, epoch, index), so the
+    samples do not depend on worker count or order, and a resumed run sees the same batches.
+    """
+
+    def __init__(self, photo_paths, monet_paths, transform: A.Compose, seed: int = 0):
+        self.photo_paths, self.monet_paths = list(photo_paths), list(monet_paths)
+        self.transform, self.seed, self.epoch = transform, seed, 0
+
+    def __len__(self) -> int:
+        return len(self.photo_paths)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        sample_seed = np.random.SeedSequence([self.seed, self.epoch, index])
+        rng = np.random.default_rng(sample_seed)
+        self.transform.set_random_state(rng, random.Random(int(sample_seed.generate_state(1)[0])))
+        monet_path = self.monet_paths[int(rng.integers(len(self.monet_paths)))]
+        photo = self.transform(image=load_rgb(self.photo_paths[index]))["image"]
+        monet = self.transform(image=load_rgb(monet_path))["image"]
+        return photo, monet
+
+
+class EpochSampler(Sampler[int]):
+    """A fresh permutation per epoch from (seed, epoch), able to start part-way through,
+    which is what resuming mid-epoch needs."""
+
+    def __init__(self, length: int, seed: int = 0):
+        self.length, self.seed = length, seed
+        self.epoch, self.start = 0, 0
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        self.epoch, self.start = epoch, start
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        return iter(torch.randperm(self.length, generator=generator)[self.start:].tolist())
+
+    def __len__(self) -> int:
+        return self.length - self.start
+
+
+def build_dataset(config: CycleGANConfig, data_dir: str | os.PathLike) -> UnpairedDataset:
+    """The training dataset of `data_dir`, its unreadable files dropped with a warning."""
+    data_dir = Path(data_dir)
+    photos = readable_images(data_dir / PHOTO_DIR)
+    monets = readable_images(data_dir / MONET_DIR)
+    if len(photos) < config.batch_size:
+        raise DataError(
+            f"{data_dir / PHOTO_DIR}: {len(photos)} readable photo(s), fewer than batch_size={config.batch_size}"
+        )
+    return UnpairedDataset(photos, monets, train_transform(config.image_size), seed=config.seed)
+
+
+def make_train_loader(config: CycleGANConfig, dataset: UnpairedDataset) -> DataLoader:
+    return DataLoader(
+        dataset,
+        batch_size=config.batch_size,
+        sampler=EpochSampler(len(dataset), seed=config.seed),
+        drop_last=True,  # equal batches keep the step cost and the loss scale steady
+        num_workers=config.num_workers,
+        pin_memory=torch.cuda.is_available(),
+        persistent_workers=False,  # workers must see set_epoch, so they restart each epoch
+    )
+
+
+def load_images(paths, image_size: int) -> torch.Tensor:
+    """A batch of images resized and normalised for the generators, no augmentation."""
+    transform = eval_transform(image_size)
+    return torch.stack([transform(image=load_rgb(p))["image"] for p in paths])

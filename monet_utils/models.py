@@ -1,0 +1,109 @@
+"""ResNet generator and 70x70 PatchGAN discriminator of Zhu et al. 2017 (arXiv:1703.10593).
+
+Layer for layer the reference implementation's `ResnetGenerator` and `NLayerDiscriminator`
+(n_layers=3) with `norm='instance'`: InstanceNorm without affine parameters, so every conv
+keeps its bias. ReLUs are out of place: in place after InstanceNorm makes autograd copy.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def conv_norm_relu(in_ch: int, out_ch: int, **conv_args) -> list[nn.Module]:
+    return [nn.Conv2d(in_ch, out_ch, **conv_args), nn.InstanceNorm2d(out_ch), nn.ReLU()]
+
+
+class ResnetBlock(nn.Module):
+    def __init__(self, channels: int):
+        super().__init__()
+        self.block = nn.Sequential(
+            nn.ReflectionPad2d(1),
+            *conv_norm_relu(channels, channels, kernel_size=3),
+            nn.ReflectionPad2d(1),
+            nn.Conv2d(channels, channels, kernel_size=3),
+            nn.InstanceNorm2d(channels),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.block(x)
+
+
+class ResnetGenerator(nn.Module):
+    """c7s1-64, d128, d256, n_res_blocks x R256, u128, u64, c7s1-3, tanh (paper's appendix 7.2)."""
+
+    def __init__(self, ngf: int = 64, n_res_blocks: int = 9, channels: int = 3):
+        super().__init__()
+        layers = [nn.ReflectionPad2d(3), *conv_norm_relu(channels, ngf, kernel_size=7)]
+        for mult in (1, 2):
+            layers += conv_norm_relu(ngf * mult, ngf * mult * 2, kernel_size=3, stride=2, padding=1)
+        layers += [ResnetBlock(ngf * 4) for _ in range(n_res_blocks)]
+        for mult in (4, 2):
+            layers += [
+                nn.ConvTranspose2d(ngf * mult, ngf * mult // 2, kernel_size=3, stride=2, padding=1, output_padding=1),
+                nn.InstanceNorm2d(ngf * mult // 2),
+                nn.ReLU(),
+            ]
+        layers += [nn.ReflectionPad2d(3), nn.Conv2d(ngf, channels, kernel_size=7), nn.Tanh()]
+        self.model = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+
+class PatchDiscriminator(nn.Module):
+    """C64-C128-C256-C512 then a 1-channel conv: each output scores one 70x70 input patch.
+
+    256x256 in gives a 1x30x30 map. No InstanceNorm on the first layer (paper, section 7.2).
+    """
+
+    def __init__(self, ndf: int = 64, channels: int = 3):
+        super().__init__()
+        leaky = lambda: nn.LeakyReLU(0.2)  # noqa: E731
+        self.model = nn.Sequential(
+            nn.Conv2d(channels, ndf, kernel_size=4, stride=2, padding=1), leaky(),
+            nn.Conv2d(ndf, ndf * 2, kernel_size=4, stride=2, padding=1), nn.InstanceNorm2d(ndf * 2), leaky(),
+            nn.Conv2d(ndf * 2, ndf * 4, kernel_size=4, stride=2, padding=1), nn.InstanceNorm2d(ndf * 4), leaky(),
+            nn.Conv2d(ndf * 4, ndf * 8, kernel_size=4, stride=1, padding=1), nn.InstanceNorm2d(ndf * 8), leaky(),
+            nn.Conv2d(ndf * 8, 1, kernel_size=4, stride=1, padding=1),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+
+def init_weights(net: nn.Module, gain: float = 0.02) -> nn.Module:
+    """N(0, gain) conv weights and zero biases, the reference's `init_type='normal'`."""
+    for module in net.modules():
+        if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
+            nn.init.normal_(module.weight, 0.0, gain)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+    return net
+
+
+def receptive_field(net: nn.Module) -> int:
+    """Receptive field, in input pixels, of one output unit of a plain stack of convs."""
+    convs = [m for m in net.modules() if isinstance(m, nn.Conv2d)]
+    size = 1
+    for conv in reversed(convs):
+        size = (size - 1) * conv.stride[0] + conv.kernel_size[0]
+    return size
+
+
+def count_parameters(net: nn.Module) -> int:
+    return sum(p.numel() for p in net.parameters())
+
+
+def describe_models(generator: nn.Module, discriminator: nn.Module, image_size: int = 256) -> str:
+    """Parameter counts, and what one image of `image_size` becomes in each network."""
+    device = next(generator.parameters()).device
+    with torch.inference_mode():
+        image = torch.zeros(1, 3, image_size, image_size, device=device)
+        g_out, d_out = generator(image).shape, discriminator(image).shape
+    field = receptive_field(discriminator)
+    return "\n".join([
+        f"ResnetGenerator:    {count_parameters(generator):>11,} parameters, {tuple(image.shape)} -> {tuple(g_out)}",
+        f"PatchDiscriminator: {count_parameters(discriminator):>11,} parameters, {tuple(image.shape)} -> {tuple(d_out)}",
+        f"Each of the {d_out[-2]}x{d_out[-1]} discriminator outputs judges a {field}x{field} patch of the input.",
+    ])

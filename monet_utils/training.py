@@ -1,0 +1,230 @@
+"""CycleGAN training: both generators and discriminators, their optimizers, LR schedules,
+image pools, the training step, the loop, and resumable checkpoints.
+
+Domain A is photos, B is Monet paintings. Update order and loss weights follow the
+reference `cycle_gan_model.py`: generators first (adversarial + cycle + identity), then
+both discriminators on real images and on fakes drawn from the history pools.
+"""
+from __future__ import annotations
+
+import itertools
+import os
+from pathlib import Path
+
+import torch
+from torch.nn import functional as F
+from tqdm.auto import tqdm
+
+from .config import CycleGANConfig
+from .image_pool import ImagePool
+from .losses import GANLoss
+from .models import PatchDiscriminator, ResnetGenerator, init_weights
+
+LOSS_NAMES = (
+    "adv_photo2monet", "adv_monet2photo",  # generators fooling D_monet / D_photo
+    "cycle_photo", "cycle_monet",  # photo -> monet -> photo, monet -> photo -> monet
+    "idt_photo2monet", "idt_monet2photo",  # each generator fed its own output domain
+    "D_monet", "D_photo",
+)
+ARCHITECTURE_KEYS = ("ngf", "ndf", "n_res_blocks")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing, unreadable, or was made for another architecture."""
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"config device={name!r} but torch sees no CUDA device; use 'auto' or 'cpu'")
+    return torch.device(name)
+
+
+def set_requires_grad(nets, requires_grad: bool) -> None:
+    for net in nets:
+        net.requires_grad_(requires_grad)
+
+
+class CycleGANTrainer:
+    def __init__(self, config: CycleGANConfig):
+        self.config = config
+        self.device = resolve_device(config.device)
+        torch.manual_seed(config.seed)
+        make_g = lambda: ResnetGenerator(config.ngf, config.n_res_blocks)  # noqa: E731
+        make_d = lambda: PatchDiscriminator(config.ndf)  # noqa: E731
+        self.G_photo2monet, self.G_monet2photo = (init_weights(make_g(), config.init_gain).to(self.device) for _ in "ab")
+        self.D_monet, self.D_photo = (init_weights(make_d(), config.init_gain).to(self.device) for _ in "ab")
+        betas = (config.beta1, config.beta2)
+        self.opt_G = torch.optim.Adam(
+            itertools.chain(self.G_photo2monet.parameters(), self.G_monet2photo.parameters()), lr=config.lr, betas=betas
+        )
+        self.opt_D = torch.optim.Adam(
+            itertools.chain(self.D_monet.parameters(), self.D_photo.parameters()), lr=config.lr, betas=betas
+        )
+        # A plain function, not the bound method: LambdaLR then leaves it out of its state_dict.
+        self.sched_G, self.sched_D = (
+            torch.optim.lr_scheduler.LambdaLR(opt, lambda epoch: self.lr_factor(epoch)) for opt in (self.opt_G, self.opt_D)
+        )
+        self.pool_monet = ImagePool(config.pool_size, seed=config.seed)  # fake paintings for D_monet
+        self.pool_photo = ImagePool(config.pool_size, seed=config.seed + 1)
+        self.gan_loss = GANLoss(config.gan_mode)
+        self.step = self.epoch = self.epoch_step = 0  # epoch_step: steps done in the current epoch
+        self.history: list[dict] = []
+
+    @property
+    def networks(self) -> dict[str, torch.nn.Module]:
+        return {"G_photo2monet": self.G_photo2monet, "G_monet2photo": self.G_monet2photo,
+                "D_monet": self.D_monet, "D_photo": self.D_photo}
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return Path(self.config.output_dir) / "checkpoints" / "latest.pt"
+
+    def lr_factor(self, epoch: int) -> float:
+        """Constant for the first epochs - decay_epochs, then linear towards 0 (reference `linear` policy)."""
+        constant_epochs = self.config.epochs - self.config.decay_epochs
+        return 1.0 - max(0, epoch + 1 - constant_epochs) / (self.config.decay_epochs + 1)
+
+    def train_step(self, real_photo: torch.Tensor, real_monet: torch.Tensor) -> dict[str, float]:
+        cfg = self.config
+        real_photo = real_photo.to(self.device, non_blocking=True)
+        real_monet = real_monet.to(self.device, non_blocking=True)
+
+        # Generators: D weights are fixed so their gradients are not computed for nothing.
+        set_requires_grad((self.D_monet, self.D_photo), False)
+        self.opt_G.zero_grad(set_to_none=True)
+        fake_monet = self.G_photo2monet(real_photo)
+        fake_photo = self.G_monet2photo(real_monet)
+        losses = {
+            "adv_photo2monet": self.gan_loss(self.D_monet(fake_monet), True),
+            "adv_monet2photo": self.gan_loss(self.D_photo(fake_photo), True),
+            "cycle_photo": F.l1_loss(self.G_monet2photo(fake_monet), real_photo) * cfg.cycle_lambda,
+            "cycle_monet": F.l1_loss(self.G_photo2monet(fake_photo), real_monet) * cfg.cycle_lambda,
+        }
+        if cfg.identity_lambda > 0:  # keeps colours: a painting fed to photo2monet should pass through
+            losses["idt_photo2monet"] = F.l1_loss(self.G_photo2monet(real_monet), real_monet) * cfg.identity_lambda
+            losses["idt_monet2photo"] = F.l1_loss(self.G_monet2photo(real_photo), real_photo) * cfg.identity_lambda
+        else:
+            losses["idt_photo2monet"] = losses["idt_monet2photo"] = torch.zeros((), device=self.device)
+        sum(losses.values()).backward()
+        self.opt_G.step()
+
+        # Discriminators: real vs. a fake from the history pool, halved to slow D relative to G.
+        set_requires_grad((self.D_monet, self.D_photo), True)
+        self.opt_D.zero_grad(set_to_none=True)
+        losses["D_monet"] = self.discriminator_loss(self.D_monet, real_monet, self.pool_monet.query(fake_monet))
+        losses["D_photo"] = self.discriminator_loss(self.D_photo, real_photo, self.pool_photo.query(fake_photo))
+        (losses["D_monet"] + losses["D_photo"]).backward()
+        self.opt_D.step()
+
+        values = torch.stack([losses[name].detach().float() for name in LOSS_NAMES]).tolist()  # one device sync
+        return dict(zip(LOSS_NAMES, values))
+
+    def discriminator_loss(self, net, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+        return 0.5 * (self.gan_loss(net(real), True) + self.gan_loss(net(fake.detach()), False))
+
+    def fit(self, loader, resume: bool = True, progress: bool = True) -> list[dict]:
+        """Train to `epochs` (or `max_steps`), checkpointing as it goes; resumes from the
+        latest checkpoint in `output_dir` when there is one."""
+        cfg = self.config
+        if resume and self.checkpoint_path.exists():
+            self.load(self.checkpoint_path)
+        steps_per_epoch = len(loader.dataset) // cfg.batch_size
+        total = cfg.epochs * steps_per_epoch
+        if cfg.max_steps:
+            total = min(total, cfg.max_steps)
+        bar = tqdm(total=total, initial=min(self.step, total), desc="training", unit="step", disable=not progress)
+        while self.epoch < cfg.epochs and self.step < total:
+            loader.dataset.set_epoch(self.epoch)
+            loader.sampler.set_epoch(self.epoch, start=self.epoch_step * cfg.batch_size)
+            for real_photo, real_monet in loader:
+                losses = self.train_step(real_photo, real_monet)
+                self.step += 1
+                self.epoch_step += 1
+                self.history.append({"step": self.step, "epoch": self.epoch, **losses})
+                bar.update()
+                bar.set_postfix(epoch=self.epoch, G_cycle=f"{losses['cycle_photo']:.3f}",
+                                D_monet=f"{losses['D_monet']:.3f}", refresh=False)
+                if self.step >= total:
+                    break
+                if self.step % cfg.checkpoint_every == 0:
+                    self.save()
+            else:
+                self.epoch += 1
+                self.epoch_step = 0
+                self.sched_G.step()
+                self.sched_D.step()
+            self.save()
+        bar.close()
+        return self.history
+
+    def state_dict(self) -> dict:
+        return {
+            "config": self.config.to_dict(),
+            "networks": {name: net.state_dict() for name, net in self.networks.items()},
+            "opt_G": self.opt_G.state_dict(), "opt_D": self.opt_D.state_dict(),
+            "sched_G": self.sched_G.state_dict(), "sched_D": self.sched_D.state_dict(),
+            "pool_monet": self.pool_monet.state_dict(), "pool_photo": self.pool_photo.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "step": self.step, "epoch": self.epoch, "epoch_step": self.epoch_step,
+            "history": self.history,
+        }
+
+    def save(self, path: str | os.PathLike | None = None) -> Path:
+        """Write to a temporary name and rename, so a crash never leaves a half-written checkpoint."""
+        path = Path(path) if path else self.checkpoint_path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        torch.save(self.state_dict(), tmp)
+        os.replace(tmp, path)
+        self.config.save(path.parent / "config.json")
+        return path
+
+    def load(self, path: str | os.PathLike) -> None:
+        state = read_checkpoint(path)
+        check_architecture(state["config"], self.config, path)
+        for name, net in self.networks.items():
+            net.load_state_dict(state["networks"][name])
+        self.opt_G.load_state_dict(state["opt_G"])
+        self.opt_D.load_state_dict(state["opt_D"])
+        self.sched_G.load_state_dict(state["sched_G"])
+        self.sched_D.load_state_dict(state["sched_D"])
+        self.pool_monet.load_state_dict(state["pool_monet"], self.device)
+        self.pool_photo.load_state_dict(state["pool_photo"], self.device)
+        torch.set_rng_state(state["torch_rng"])
+        if state["cuda_rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        self.step, self.epoch, self.epoch_step = state["step"], state["epoch"], state["epoch_step"]
+        self.history = state["history"]
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        # weights_only=False: the state holds the pools' Python RNG state; only load your own files.
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:  # torch raises several types for corrupt files
+        raise CheckpointError(f"checkpoint {path} could not be read: {err}") from None
+    if not isinstance(state, dict) or "networks" not in state or "config" not in state:
+        raise CheckpointError(f"{path} is not a monet_utils checkpoint (no 'networks'/'config' entries)")
+    return state
+
+
+def check_architecture(saved: dict, config: CycleGANConfig, path) -> None:
+    differ = {k: (saved.get(k), getattr(config, k)) for k in ARCHITECTURE_KEYS if saved.get(k) != getattr(config, k)}
+    if differ:
+        detail = ", ".join(f"{k}: checkpoint {a} vs config {b}" for k, (a, b) in differ.items())
+        raise CheckpointError(f"checkpoint {path} was made for another architecture ({detail})")
+
+
+def load_generator(path: str | os.PathLike, direction: str = "photo2monet", device: str = "auto"):
+    """The generator of a checkpoint, in eval mode, and the config it was trained with."""
+    state = read_checkpoint(path)
+    config = CycleGANConfig.from_dict(state["config"])
+    generator = ResnetGenerator(config.ngf, config.n_res_blocks)
+    generator.load_state_dict(state["networks"][f"G_{direction}"])
+    return generator.to(resolve_device(device)).eval(), config
