@@ -56,13 +56,17 @@ def write_submission_zip(generator, photo_paths, zip_path, image_size: int, batc
     tmp = zip_path.with_name(zip_path.name + ".tmp")
     device = next(generator.parameters()).device
     generator.eval()
-    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as archive:  # JPEGs do not compress further
-        for start in tqdm(range(0, len(photo_paths), batch_size), desc="images.zip", unit="batch", disable=not progress):
-            batch_paths = photo_paths[start:start + batch_size]
-            fakes = generator(load_images(batch_paths, image_size).to(device)).cpu()
-            for path, fake in zip(batch_paths, fakes):
-                archive.writestr(f"{Path(path).stem}.jpg", encode_jpeg(fake))
-    os.replace(tmp, zip_path)
+    try:
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as archive:  # JPEGs do not compress further
+            batches = range(0, len(photo_paths), batch_size)
+            for start in tqdm(batches, desc="images.zip", unit="batch", disable=not progress):
+                batch_paths = photo_paths[start:start + batch_size]
+                fakes = generator(load_images(batch_paths, image_size).to(device)).cpu()
+                for path, fake in zip(batch_paths, fakes):
+                    archive.writestr(f"{Path(path).stem}.jpg", encode_jpeg(fake))
+        os.replace(tmp, zip_path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return zip_path
 
 

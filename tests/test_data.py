@@ -1,0 +1,134 @@
+import warnings
+
+import pytest
+import torch
+
+from monet_utils import data
+from monet_utils.data import (DataError, EpochSampler, build_dataset, find_data_dir, list_images, load_rgb,
+                              make_train_loader, readable_images)
+
+from .conftest import KAGGLE_DATA, write_images
+
+
+@pytest.fixture
+def no_default_locations(monkeypatch, tmp_path):
+    monkeypatch.delenv("DATA_DIR", raising=False)
+    monkeypatch.setattr(data, "KAGGLE_INPUT", tmp_path / "kaggle_input")
+    monkeypatch.setattr(data, "LOCAL_DATA", tmp_path / "local")
+
+
+def test_search_order_explicit_then_env_then_kaggle_then_local(dataset_dir, tmp_path, monkeypatch,
+                                                               no_default_locations):
+    other = tmp_path / "other"
+    write_images(other / "photo_jpg", 1)
+    write_images(other / "monet_jpg", 1)
+    monkeypatch.setattr(data, "LOCAL_DATA", other)
+    assert find_data_dir() == other
+    monkeypatch.setattr(data, "KAGGLE_INPUT", dataset_dir)
+    assert find_data_dir() == dataset_dir
+    monkeypatch.setenv("DATA_DIR", str(other))
+    assert find_data_dir() == other
+    assert find_data_dir(dataset_dir) == dataset_dir
+
+
+def test_missing_dataset_error_names_every_path_and_the_layout(tmp_path, no_default_locations):
+    empty = tmp_path / "local"
+    (empty / "photo_jpg").mkdir(parents=True)
+    with pytest.raises(DataError) as info:
+        find_data_dir()
+    message = str(info.value)
+    assert "kaggle_input" in message and "does not exist" in message
+    assert "photo_jpg/ holds no images" in message and "no monet_jpg/" in message
+    assert "'photo_jpg/' and 'monet_jpg/'" in message
+
+
+def test_explicit_path_is_the_only_one_tried(tmp_path, dataset_dir, monkeypatch):
+    monkeypatch.setenv("DATA_DIR", str(dataset_dir))
+    with pytest.raises(DataError, match="nowhere"):
+        find_data_dir(tmp_path / "nowhere")
+
+
+def test_unreadable_and_truncated_files_are_skipped_with_one_warning(tmp_path):
+    folder = tmp_path / "photos"
+    good = write_images(folder, 3, size=(64, 64))
+    (folder / "broken.jpg").write_bytes(b"not an image")
+    data_bytes = good[0].read_bytes()
+    (folder / "truncated.jpg").write_bytes(data_bytes[: len(data_bytes) // 2])  # header intact, pixels cut
+    (folder / "notes.txt").write_text("ignored: not an image suffix")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        paths = readable_images(folder)
+    assert paths == good
+    assert len(caught) == 1
+    message = str(caught[0].message)
+    assert "2 unreadable image(s) of 5" in message and "broken.jpg" in message and "truncated.jpg" in message
+
+
+def test_a_folder_of_only_broken_files_is_an_error(tmp_path):
+    (tmp_path / "x.jpg").write_bytes(b"nope")
+    with pytest.warns(UserWarning), pytest.raises(DataError, match="no readable images"):
+        readable_images(tmp_path)
+
+
+def test_grayscale_rgba_png_and_odd_sizes_become_rgb_tensors(tmp_path, tiny_config):
+    root = tmp_path / "mixed"
+    write_images(root / "photo_jpg", 2, size=(50, 30), mode="L", prefix="gray")
+    write_images(root / "photo_jpg", 2, size=(100, 80), mode="RGBA", suffix=".png", prefix="rgba")
+    write_images(root / "monet_jpg", 2, size=(300, 200), suffix=".png")
+    assert load_rgb(list_images(root / "photo_jpg")[0]).shape == (30, 50, 3)
+    dataset = build_dataset(tiny_config, root)
+    assert len(dataset) == 4
+    for i in range(4):
+        photo, monet = dataset[i]
+        assert photo.shape == monet.shape == (3, 32, 32)
+        assert photo.dtype == torch.float32 and -1 <= photo.min() and photo.max() <= 1
+
+
+def test_samples_depend_on_epoch_and_index_only(dataset_dir, tiny_config):
+    dataset = build_dataset(tiny_config, dataset_dir)
+    first = dataset[2]
+    dataset[0], dataset[5]  # other items in between change nothing
+    assert all(torch.equal(a, b) for a, b in zip(first, dataset[2]))
+    dataset.set_epoch(1)
+    assert not torch.equal(first[0], dataset[2][0])  # another epoch, another crop/flip/painting
+
+
+def test_paintings_are_drawn_independently_of_photos(dataset_dir, tiny_config):
+    dataset = build_dataset(tiny_config, dataset_dir)
+    monet_means = {round(dataset[i][1].mean().item(), 4) for i in range(6) for _ in [dataset.set_epoch(i)]}
+    assert len(monet_means) > 1
+
+
+def test_epoch_sampler_covers_every_photo_and_can_start_part_way():
+    sampler = EpochSampler(10, seed=3)
+    order = list(sampler)
+    assert sorted(order) == list(range(10))
+    sampler.set_epoch(0, start=4)
+    assert list(sampler) == order[4:] and len(sampler) == 6
+    sampler.set_epoch(1)
+    assert list(sampler) != order
+
+
+def test_batches_do_not_depend_on_worker_count(dataset_dir, tiny_config):
+    dataset = build_dataset(tiny_config, dataset_dir)
+    single = [b[0] for b in make_train_loader(tiny_config, dataset)]
+    multi = [b[0] for b in make_train_loader(tiny_config.replace(num_workers=2), dataset)]
+    assert len(single) == 3
+    assert all(torch.equal(a, b) for a, b in zip(single, multi))
+
+
+def test_fewer_photos_than_a_batch_is_an_error(dataset_dir, tiny_config):
+    with pytest.raises(DataError, match="fewer than batch_size=8"):
+        build_dataset(tiny_config.replace(batch_size=8), dataset_dir)
+
+
+@pytest.mark.skipif(not KAGGLE_DATA.is_dir(), reason="the Kaggle data in ../shared/kaggle-data is absent")
+def test_real_kaggle_data_loads(tiny_config):
+    assert len(list_images(KAGGLE_DATA / "photo_jpg")) == 7038
+    assert len(list_images(KAGGLE_DATA / "monet_jpg")) == 300
+    assert load_rgb(list_images(KAGGLE_DATA / "monet_jpg")[0]).shape == (256, 256, 3)
+    config = tiny_config.replace(image_size=64)
+    dataset = data.UnpairedDataset(list_images(KAGGLE_DATA / "photo_jpg")[:8],
+                                   list_images(KAGGLE_DATA / "monet_jpg"), data.train_transform(64))
+    photo, monet = next(iter(make_train_loader(config, dataset)))
+    assert photo.shape == monet.shape == (2, 3, 64, 64)

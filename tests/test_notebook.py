@@ -1,0 +1,71 @@
+"""The primary notebook, executed by papermill with tiny parameters, and the runner around it."""
+import ast
+import json
+
+import nbformat
+import pytest
+
+from monet_utils import runner
+from monet_utils.__main__ import main
+from monet_utils.config import ConfigError, CycleGANConfig
+from monet_utils.demo_data import make_demo_dataset
+from monet_utils.submission import check_submission_zip
+
+TINY = dict(image_size=32, ngf=4, ndf=4, n_res_blocks=1, batch_size=2, max_steps=3, num_workers=0, n_samples=2)
+
+
+def test_exactly_one_parameters_cell_whose_defaults_are_the_config_defaults():
+    notebook = nbformat.read(runner.NOTEBOOK, as_version=4)
+    tagged = [c for c in notebook.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(tagged) == 1
+    defaults = {name: ast.literal_eval(value) for name, value in runner.notebook_parameters().items()}
+    config_defaults = CycleGANConfig().to_dict()
+    shared = set(defaults) & set(config_defaults)
+    assert {"epochs", "cycle_lambda", "batch_size", "image_size", "data_dir", "output_dir"} <= shared
+    assert {k: defaults[k] for k in shared} == {k: config_defaults[k] for k in shared}
+
+
+def test_notebook_cells_are_short_calls_into_the_package():
+    notebook = nbformat.read(runner.NOTEBOOK, as_version=4)
+    for cell in notebook.cells:
+        if cell.cell_type == "code":
+            tree = ast.parse(cell.source)
+            assert not any(isinstance(n, (ast.FunctionDef, ast.ClassDef, ast.For, ast.While)) for n in ast.walk(tree))
+
+
+def test_papermill_run_writes_every_output(tmp_path):
+    demo = make_demo_dataset(tmp_path / "demo", n_photos=6, n_paintings=3, progress=False)
+    out = tmp_path / "run"
+    executed = runner.run_notebook({**TINY, "data_dir": str(demo)}, out, progress=False)
+    assert executed == out / "monet_cyclegan.ipynb"
+    for name in ("losses.png", "samples.png", "augmentations.png", "config.json", "checkpoints/latest.pt"):
+        assert (out / name).stat().st_size > 0, name
+    assert check_submission_zip(out / "images.zip", competition=False).n_images == 6
+    assert json.loads((out / "config.json").read_text())["max_steps"] == 3
+    outputs = "".join(str(o) for c in nbformat.read(executed, as_version=4).cells for o in c.get("outputs", []))
+    assert "3 steps" in outputs and "image/png" in outputs
+
+
+def test_bad_parameters_stop_before_anything_runs(tmp_path):
+    with pytest.raises(ConfigError, match="cycle_lamda"):
+        runner.run_notebook({"cycle_lamda": 5}, tmp_path / "a", progress=False)
+    with pytest.raises(ConfigError, match="multiple of 4"):
+        runner.run_notebook({"image_size": 30}, tmp_path / "b", progress=False)
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_cli_reports_bad_parameters_with_exit_code_2(tmp_path, capsys):
+    assert main(["run", "--output-dir", str(tmp_path), "-p", "lr", "-1"]) == 2
+    assert "'lr'" in capsys.readouterr().err
+
+
+def test_main_job_falls_back_to_demo_data_with_cpu_parameters(tmp_path, monkeypatch):
+    monkeypatch.delenv("DATA_DIR", raising=False)
+    monkeypatch.setattr(runner, "find_data_dir", lambda data_dir=None: (_ for _ in ()).throw(runner.DataError("none")))
+    made = []
+    monkeypatch.setattr(runner, "make_demo_dataset", lambda root: made.append(root) or root)
+    seen = {}
+    monkeypatch.setattr(runner, "run_notebook", lambda parameters, output_dir: seen.update(parameters))
+    runner.run_main_job(output_dir=tmp_path, overrides={"epochs": 2})
+    assert made and seen["data_dir"] == str(made[0].resolve())
+    assert seen["image_size"] == runner.DEMO_PARAMETERS["image_size"] and seen["epochs"] == 2

@@ -1,0 +1,96 @@
+import io
+import zipfile
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from monet_utils import submission
+from monet_utils.models import ResnetGenerator, init_weights
+from monet_utils.submission import SubmissionError, check_submission_zip, write_submission_zip
+
+from .conftest import write_images
+
+
+def make_zip(path, entries):
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, (size, fmt, mode) in entries.items():
+            buffer = io.BytesIO()
+            Image.new(mode, size, 128).save(buffer, format=fmt)
+            archive.writestr(name, buffer.getvalue())
+    return path
+
+
+GOOD = ((256, 256), "JPEG", "RGB")
+
+
+def test_export_writes_one_256_jpeg_per_photo_even_from_a_small_model(tmp_path):
+    photos = write_images(tmp_path / "photos", 5, size=(70, 50))
+    generator = init_weights(ResnetGenerator(ngf=4, n_res_blocks=1))
+    zip_path = write_submission_zip(generator, photos, tmp_path / "out" / "images.zip", image_size=32,
+                                    batch_size=2, progress=False)
+    report = check_submission_zip(zip_path, competition=False)
+    assert report.n_images == 5 and not report.competition_valid
+    with zipfile.ZipFile(zip_path) as archive:
+        assert sorted(archive.namelist()) == sorted(p.stem + ".jpg" for p in photos)
+        image = Image.open(io.BytesIO(archive.read(archive.namelist()[0])))
+        assert (image.format, image.size, image.mode) == ("JPEG", (256, 256), "RGB")
+    assert not list((tmp_path / "out").glob("*.tmp"))
+    with pytest.raises(SubmissionError, match="7,000-10,000"):
+        check_submission_zip(zip_path, competition=True)
+
+
+def test_a_failed_export_keeps_the_previous_zip(tmp_path):
+    photos = write_images(tmp_path / "photos", 4)
+    old = make_zip(tmp_path / "images.zip", {"a.jpg": GOOD})
+    before = old.read_bytes()
+
+    class Broken(ResnetGenerator):
+        def forward(self, x):
+            raise RuntimeError("out of memory")
+
+    with pytest.raises(RuntimeError):
+        write_submission_zip(Broken(ngf=4, n_res_blocks=1), photos, old, image_size=32, progress=False)
+    assert old.read_bytes() == before
+    assert not (tmp_path / "images.zip.tmp").exists()
+
+
+def test_competition_count_range(tmp_path, monkeypatch):
+    assert submission.COMPETITION_COUNT == (7_000, 10_000)
+    monkeypatch.setattr(submission, "COMPETITION_COUNT", (3, 4))
+    for count, valid in ((2, False), (3, True), (4, True), (5, False)):
+        path = make_zip(tmp_path / f"{count}.zip", {f"{i}.jpg": GOOD for i in range(count)})
+        if valid:
+            assert check_submission_zip(path).competition_valid
+        else:
+            with pytest.raises(SubmissionError, match=f"{count} images"):
+                check_submission_zip(path)
+
+
+@pytest.mark.parametrize("entry, fragment", [
+    ({"a.jpg": ((128, 128), "JPEG", "RGB")}, "128x128, expected 256x256"),
+    ({"a.jpg": ((256, 256), "PNG", "RGB")}, "PNG data, expected JPEG"),
+    ({"a.png": ((256, 256), "PNG", "RGB")}, "not a .jpg file"),
+    ({"a.jpg": ((256, 256), "JPEG", "L")}, "mode L, expected RGB"),
+])
+def test_bad_entries_are_rejected_by_name(tmp_path, entry, fragment):
+    path = make_zip(tmp_path / "images.zip", {"ok.jpg": GOOD, **entry})
+    with pytest.raises(SubmissionError, match=fragment) as info:
+        check_submission_zip(path, competition=False)
+    assert "a." in str(info.value)
+
+
+def test_not_a_zip_and_missing_zip(tmp_path):
+    (tmp_path / "images.zip").write_bytes(np.arange(100, dtype=np.uint8).tobytes())
+    with pytest.raises(SubmissionError, match="not a zip file"):
+        check_submission_zip(tmp_path / "images.zip")
+    with pytest.raises(SubmissionError, match="does not exist"):
+        check_submission_zip(tmp_path / "absent.zip")
+
+
+def test_corrupt_jpeg_in_zip_is_reported(tmp_path):
+    path = tmp_path / "images.zip"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("bad.jpg", b"\xff\xd8garbage")
+    with pytest.raises(SubmissionError, match="bad.jpg: unreadable"):
+        check_submission_zip(path, competition=False)

@@ -1,0 +1,130 @@
+import pytest
+import torch
+
+from monet_utils.data import build_dataset, make_train_loader
+from monet_utils.training import LOSS_NAMES, CheckpointError, CycleGANTrainer, load_generator
+
+
+def fixed_batch(size=32, n=2, seed=0):
+    """Smooth random images (upsampled 4x4 noise): learnable, unlike white noise."""
+    g = torch.Generator().manual_seed(seed)
+    coarse = torch.rand(2 * n, 3, 4, 4, generator=g) * 2 - 1
+    images = torch.nn.functional.interpolate(coarse, size=(size, size), mode="bilinear", align_corners=False)
+    return images[:n], images[n:]
+
+
+def weights(trainer):
+    return {f"{name}.{k}": v.clone() for name, net in trainer.networks.items() for k, v in net.state_dict().items()}
+
+
+def test_train_step_returns_every_named_loss_and_updates_all_networks(tiny_config):
+    trainer = CycleGANTrainer(tiny_config)
+    before = weights(trainer)
+    losses = trainer.train_step(*fixed_batch())
+    assert set(losses) == set(LOSS_NAMES)
+    assert all(isinstance(v, float) and v == v for v in losses.values())
+    after = weights(trainer)
+    for name in trainer.networks:
+        changed = [not torch.equal(before[k], after[k]) for k in before if k.startswith(name + ".")]
+        assert any(changed), f"{name} was not updated"
+    assert all(p.requires_grad for net in trainer.networks.values() for p in net.parameters())
+
+
+def test_identity_loss_is_weighted_by_half_the_cycle_lambda(tiny_config):
+    photo, monet = fixed_batch()
+    with_idt = CycleGANTrainer(tiny_config).train_step(photo, monet)
+    double = CycleGANTrainer(tiny_config.replace(identity_weight=1.0)).train_step(photo, monet)
+    assert double["idt_photo2monet"] == pytest.approx(2 * with_idt["idt_photo2monet"], rel=1e-5)
+    without = CycleGANTrainer(tiny_config.replace(identity_weight=0.0)).train_step(photo, monet)
+    assert without["idt_photo2monet"] == without["idt_monet2photo"] == 0.0
+
+
+def test_a_few_steps_on_a_fixed_batch_reduce_the_cycle_loss(tiny_config):
+    trainer = CycleGANTrainer(tiny_config.replace(ngf=8, n_res_blocks=2))
+    batch = fixed_batch()
+    cycle = [trainer.train_step(*batch)["cycle_photo"] for _ in range(25)]
+    assert sum(cycle[-3:]) / 3 < 0.75 * sum(cycle[:3]) / 3
+
+
+def test_lr_is_constant_then_decays_linearly(tiny_config):
+    trainer = CycleGANTrainer(tiny_config.replace(epochs=4, decay_epochs=2))
+    assert [trainer.lr_factor(e) for e in range(4)] == pytest.approx([1, 1, 2 / 3, 1 / 3])
+    for _ in range(2):  # two finished epochs
+        trainer.opt_G.step()
+        trainer.sched_G.step()
+    assert trainer.opt_G.param_groups[0]["lr"] == pytest.approx(2e-4 * 2 / 3)
+
+
+def test_fit_stops_at_max_steps_and_checkpoints(tiny_config, dataset_dir):
+    config = tiny_config.replace(max_steps=4, epochs=5)
+    trainer = CycleGANTrainer(config)
+    history = trainer.fit(make_train_loader(config, build_dataset(config, dataset_dir)), progress=False)
+    assert [h["step"] for h in history] == [1, 2, 3, 4]
+    assert [h["epoch"] for h in history] == [0, 0, 0, 1]  # 6 photos / batch 2 = 3 steps an epoch
+    assert trainer.checkpoint_path.exists()
+    assert not list(trainer.checkpoint_path.parent.glob("*.tmp"))
+    assert (trainer.checkpoint_path.parent / "config.json").exists()
+
+
+def test_resume_gives_the_same_weights_as_one_straight_run(tiny_config, dataset_dir, tmp_path):
+    """7 steps straight vs 4 steps, a new trainer loading the checkpoint, then 3 more. With 3
+    steps an epoch the stop falls mid-epoch after an LR decay step, the rest crosses another
+    boundary, and the pools (size 3) are full and swapping."""
+    def run(config):
+        trainer = CycleGANTrainer(config)
+        trainer.fit(make_train_loader(config, build_dataset(config, dataset_dir)), progress=False)
+        return trainer
+
+    base = tiny_config.replace(epochs=3, decay_epochs=2)
+    straight = run(base.replace(max_steps=7, output_dir=str(tmp_path / "straight")))
+    run(base.replace(max_steps=4, output_dir=str(tmp_path / "split")))
+    resumed = run(base.replace(max_steps=7, output_dir=str(tmp_path / "split")))
+
+    assert resumed.step == straight.step == 7
+    assert [h["cycle_photo"] for h in resumed.history] == [h["cycle_photo"] for h in straight.history]
+    a, b = weights(straight), weights(resumed)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert resumed.opt_G.param_groups[0]["lr"] == straight.opt_G.param_groups[0]["lr"]
+
+
+def test_a_failed_save_keeps_the_previous_checkpoint(tiny_config, monkeypatch):
+    trainer = CycleGANTrainer(tiny_config)
+    path = trainer.save()
+    good = path.read_bytes()
+    trainer.train_step(*fixed_batch())
+
+    def broken_save(obj, f, *args, **kwargs):
+        open(f, "wb").write(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", broken_save)
+    with pytest.raises(OSError):
+        trainer.save()
+    assert path.read_bytes() == good
+
+
+def test_checkpoint_of_another_architecture_is_refused(tiny_config):
+    path = CycleGANTrainer(tiny_config).save()
+    with pytest.raises(CheckpointError, match="ngf: checkpoint 4 vs config 8"):
+        CycleGANTrainer(tiny_config.replace(ngf=8)).load(path)
+
+
+def test_unreadable_checkpoints_raise_clear_errors(tmp_path, tiny_config):
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_generator(tmp_path / "missing.pt")
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="could not be read"):
+        CycleGANTrainer(tiny_config).load(tmp_path / "junk.pt")
+    torch.save({"weights": 1}, tmp_path / "other.pt")
+    with pytest.raises(CheckpointError, match="not a monet_utils checkpoint"):
+        load_generator(tmp_path / "other.pt")
+
+
+def test_load_generator_restores_the_trained_weights(tiny_config):
+    trainer = CycleGANTrainer(tiny_config)
+    trainer.train_step(*fixed_batch())
+    generator, config = load_generator(trainer.save(), device="cpu")
+    assert config == tiny_config
+    x = fixed_batch()[0]
+    with torch.inference_mode():
+        assert torch.equal(generator(x), trainer.G_photo2monet(x))
