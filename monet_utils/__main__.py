@@ -7,6 +7,7 @@ import sys
 
 from .config import ConfigError
 from .data import DataError
+from .runner import NotebookRunError, run_main_job
 
 
 def parse_value(text: str):
@@ -36,7 +37,6 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == "run":
-            from .runner import run_main_job
             overrides = {name: parse_value(value) for name, value in args.parameter}
             executed = run_main_job(args.data_dir, args.output_dir, overrides)
             print(f"Done. Executed notebook: {executed}")
@@ -44,7 +44,7 @@ def main(argv=None) -> int:
             from .demo_data import DEMO_DIR, make_demo_dataset
             root = make_demo_dataset(args.out or DEMO_DIR, args.photos, args.paintings, seed=args.seed)
             print(f"Demo data written to {root}")
-    except (ConfigError, DataError) as err:
+    except (ConfigError, DataError, NotebookRunError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0

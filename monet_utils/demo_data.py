@@ -8,7 +8,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from .data import DEMO_MARKER, MONET_DIR, PHOTO_DIR
 

@@ -17,6 +17,14 @@ NOTEBOOK = REPO_ROOT / "notebooks" / "monet_cyclegan.ipynb"
 DEMO_PARAMETERS = dict(image_size=64, ngf=32, ndf=32, n_res_blocks=6, epochs=10, decay_epochs=5, num_workers=0)
 
 
+class NotebookRunError(RuntimeError):
+    """A cell of the notebook raised; `executed` is the notebook as far as it ran."""
+
+    def __init__(self, message: str, executed: Path):
+        super().__init__(message)
+        self.executed = executed
+
+
 def notebook_parameters(notebook: str | os.PathLike = NOTEBOOK) -> dict:
     """Names and default values of the notebook's `parameters` cell."""
     inferred = papermill.inspect_notebook(str(notebook))
@@ -44,8 +52,13 @@ def run_notebook(parameters: dict, output_dir: str | os.PathLike, notebook: str 
     validate_parameters(parameters, notebook)
     output_dir.mkdir(parents=True, exist_ok=True)
     executed = output_dir / Path(notebook).name
-    papermill.execute_notebook(str(notebook), str(executed), parameters=parameters, cwd=str(REPO_ROOT),
-                               progress_bar=progress, kernel_name="python3")
+    try:
+        papermill.execute_notebook(str(notebook), str(executed), parameters=parameters, cwd=str(REPO_ROOT),
+                                   progress_bar=progress, kernel_name="python3")
+    except papermill.PapermillExecutionError as err:
+        raise NotebookRunError(
+            f"{Path(notebook).name} failed in cell [{err.exec_count}]: {err.ename}: {err.evalue}\n"
+            f"The executed notebook, up to the failure, is at {executed}", executed) from None
     return executed
 
 

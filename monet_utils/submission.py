@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 from PIL import Image
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from .data import load_images, to_uint8_image
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 from torch.nn import functional as F
-from tqdm.auto import tqdm
+from tqdm import tqdm  # text bars: they render in papermill output and consoles alike
 
 from .config import CycleGANConfig
 from .image_pool import ImagePool

@@ -69,3 +69,16 @@ def test_main_job_falls_back_to_demo_data_with_cpu_parameters(tmp_path, monkeypa
     runner.run_main_job(output_dir=tmp_path, overrides={"epochs": 2})
     assert made and seen["data_dir"] == str(made[0].resolve())
     assert seen["image_size"] == runner.DEMO_PARAMETERS["image_size"] and seen["epochs"] == 2
+
+
+def test_a_failing_cell_is_reported_with_the_partial_notebook(tmp_path, capsys):
+    # An empty photo folder passes parameter checks but fails in the notebook's data cell.
+    (tmp_path / "data" / "photo_jpg").mkdir(parents=True)
+    assert main(["run", "--data-dir", str(tmp_path / "data"), "--output-dir", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "no dataset found" in err
+    # find_data_dir raised in the runner, before papermill; now make the notebook itself fail:
+    demo = make_demo_dataset(tmp_path / "demo", n_photos=1, n_paintings=1, progress=False)
+    with pytest.raises(runner.NotebookRunError, match=r"failed in cell \[\d+\]: DataError: .*fewer than batch_size") as info:
+        runner.run_notebook({**TINY, "data_dir": str(demo)}, tmp_path / "out2", progress=False)
+    assert info.value.executed.exists()
