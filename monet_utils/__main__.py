@@ -2,20 +2,11 @@
 from __future__ import annotations
 
 import argparse
-import ast
 import sys
 
-from .config import ConfigError
+from .config import ConfigError, parse_value
 from .data import DataError
 from .runner import NotebookRunError, run_main_job
-
-
-def parse_value(text: str):
-    """'3' -> 3, '2e-4' -> 0.0002, 'True' -> True, anything else stays a string."""
-    try:
-        return ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        return text
 
 
 def main(argv=None) -> int:

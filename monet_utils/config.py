@@ -1,6 +1,7 @@
 """The one config object: every knob of a run, with the seed's and the paper's defaults."""
 from __future__ import annotations
 
+import ast
 import dataclasses
 import json
 import os
@@ -98,11 +99,7 @@ class CycleGANConfig:
         return self.from_dict({**self.to_dict(), **changes})
 
     def save(self, path: str | os.PathLike) -> None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
-        os.replace(tmp, path)
+        write_json(path, self.to_dict())
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "CycleGANConfig":
@@ -111,6 +108,24 @@ class CycleGANConfig:
         except json.JSONDecodeError as err:
             raise ConfigError(f"{path}: not a JSON config ({err})") from None
         return cls.from_dict(values)
+
+
+def parse_value(text: str):
+    """A command-line value: '3' -> 3, '2e-4' -> 0.0002, 'True' -> True, anything else a string."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def write_json(path: str | os.PathLike, data) -> Path:
+    """Write under a temporary name, then rename: readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(tmp, path)
+    return path
 
 
 def _check_type(config: CycleGANConfig, name: str, kind: type) -> None:

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from tqdm import tqdm
 
 from .data import DEMO_MARKER, MONET_DIR, PHOTO_DIR
+from .progress import progress_bar
 
 DEMO_DIR = Path("data/demo")
 
@@ -93,7 +93,7 @@ def make_demo_dataset(root: str | os.PathLike = DEMO_DIR, n_photos: int = 240, n
     jobs += [(root / MONET_DIR / f"demo_monet_{i:04d}.jpg", True) for i in range(n_paintings)]
     for folder in (PHOTO_DIR, MONET_DIR):
         (root / folder).mkdir(parents=True, exist_ok=True)
-    for path, painted in tqdm(jobs, desc="demo data", unit="image", disable=not progress):
+    for path, painted in progress_bar(jobs, desc="demo data", unit="image", disable=not progress):
         image_rng = np.random.default_rng([seed, int(painted), int(path.stem.rsplit("_", 1)[1])])
         if path.exists():
             continue

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import torch
 from PIL import Image
-from tqdm import tqdm
 
 from .data import load_images, to_uint8_image
+from .progress import progress_bar
 
 SUBMISSION_SIZE = 256
 COMPETITION_COUNT = (7_000, 10_000)
@@ -59,7 +59,7 @@ def write_submission_zip(generator, photo_paths, zip_path, image_size: int, batc
     try:
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as archive:  # JPEGs do not compress further
             batches = range(0, len(photo_paths), batch_size)
-            for start in tqdm(batches, desc="images.zip", unit="batch", disable=not progress):
+            for start in progress_bar(batches, desc="images.zip", unit="batch", disable=not progress):
                 batch_paths = photo_paths[start:start + batch_size]
                 fakes = generator(load_images(batch_paths, image_size).to(device)).cpu()
                 for path, fake in zip(batch_paths, fakes):

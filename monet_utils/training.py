@@ -9,16 +9,17 @@ from __future__ import annotations
 
 import itertools
 import os
+import time
 from pathlib import Path
 
 import torch
 from torch.nn import functional as F
-from tqdm import tqdm  # text bars: they render in papermill output and consoles alike
 
 from .config import CycleGANConfig
 from .image_pool import ImagePool
 from .losses import GANLoss
 from .models import PatchDiscriminator, ResnetGenerator, init_weights
+from .progress import progress_bar
 
 LOSS_NAMES = (
     "adv_photo2monet", "adv_monet2photo",  # generators fooling D_monet / D_photo
@@ -70,6 +71,7 @@ class CycleGANTrainer:
         self.pool_photo = ImagePool(config.pool_size, seed=config.seed + 1)
         self.gan_loss = GANLoss(config.gan_mode)
         self.step = self.epoch = self.epoch_step = 0  # epoch_step: steps done in the current epoch
+        self.train_seconds = 0.0  # summed over resumed runs
         self.history: list[dict] = []
 
     @property
@@ -134,7 +136,9 @@ class CycleGANTrainer:
         total = cfg.epochs * steps_per_epoch
         if cfg.max_steps:
             total = min(total, cfg.max_steps)
-        bar = tqdm(total=total, initial=min(self.step, total), desc="training", unit="step", disable=not progress)
+        bar = progress_bar(total=total, initial=min(self.step, total), desc="training", unit="step",
+                           disable=not progress)
+        started = time.perf_counter() - self.train_seconds
         while self.epoch < cfg.epochs and self.step < total:
             loader.dataset.set_epoch(self.epoch)
             loader.sampler.set_epoch(self.epoch, start=self.epoch_step * cfg.batch_size)
@@ -146,6 +150,7 @@ class CycleGANTrainer:
                 bar.update()
                 bar.set_postfix(epoch=self.epoch, G_cycle=f"{losses['cycle_photo']:.3f}",
                                 D_monet=f"{losses['D_monet']:.3f}", refresh=False)
+                self.train_seconds = time.perf_counter() - started
                 if self.step >= total:
                     break
                 if self.step % cfg.checkpoint_every == 0:
@@ -169,7 +174,7 @@ class CycleGANTrainer:
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
             "step": self.step, "epoch": self.epoch, "epoch_step": self.epoch_step,
-            "history": self.history,
+            "train_seconds": self.train_seconds, "history": self.history,
         }
 
     def save(self, path: str | os.PathLike | None = None) -> Path:
@@ -197,7 +202,22 @@ class CycleGANTrainer:
         if state["cuda_rng"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda_rng"])
         self.step, self.epoch, self.epoch_step = state["step"], state["epoch"], state["epoch_step"]
-        self.history = state["history"]
+        self.train_seconds, self.history = state["train_seconds"], state["history"]
+
+    def metrics(self) -> dict:
+        """What a run is compared by: mean losses over the last tenth of the steps and over
+        the whole run, steps, completed epochs, training time and device."""
+        if not self.history:
+            raise ValueError("no training steps recorded yet")
+        tail = self.history[-max(1, len(self.history) // 10):]
+        mean = lambda records, name: sum(r[name] for r in records) / len(records)  # noqa: E731
+        return {
+            "steps": self.step, "epochs_completed": self.epoch, "train_seconds": round(self.train_seconds, 2),
+            "seconds_per_step": round(self.train_seconds / max(1, len(self.history)), 4),
+            "device": str(self.device),
+            "final": {name: mean(tail, name) for name in LOSS_NAMES},
+            "mean": {name: mean(self.history, name) for name in LOSS_NAMES},
+        }
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict:

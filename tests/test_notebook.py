@@ -38,7 +38,7 @@ def test_papermill_run_writes_every_output(tmp_path):
     out = tmp_path / "run"
     executed = runner.run_notebook({**TINY, "data_dir": str(demo)}, out, progress=False)
     assert executed == out / "monet_cyclegan.ipynb"
-    for name in ("losses.png", "samples.png", "augmentations.png", "config.json", "checkpoints/latest.pt"):
+    for name in ("losses.png", "samples.png", "augmentations.png", "config.json", "checkpoints/latest.pt", "metrics.json"):
         assert (out / name).stat().st_size > 0, name
     assert check_submission_zip(out / "images.zip", competition=False).n_images == 6
     assert json.loads((out / "config.json").read_text())["max_steps"] == 3

@@ -128,3 +128,18 @@ def test_load_generator_restores_the_trained_weights(tiny_config):
     x = fixed_batch()[0]
     with torch.inference_mode():
         assert torch.equal(generator(x), trainer.G_photo2monet(x))
+
+
+def test_metrics_summarise_the_last_tenth_and_time_adds_up_over_resumes(tiny_config, dataset_dir):
+    config = tiny_config.replace(max_steps=10, epochs=4)
+    trainer = CycleGANTrainer(config)
+    trainer.fit(make_train_loader(config, build_dataset(config, dataset_dir)), progress=False)
+    metrics = trainer.metrics()
+    assert metrics["steps"] == 10 and metrics["epochs_completed"] == 3 and metrics["device"] == "cpu"
+    assert metrics["final"]["cycle_photo"] == trainer.history[-1]["cycle_photo"]  # a tenth of 10 steps is 1
+    assert metrics["mean"]["D_monet"] == pytest.approx(sum(h["D_monet"] for h in trainer.history) / 10)
+    first = trainer.train_seconds
+    assert first > 0
+    resumed = CycleGANTrainer(config.replace(max_steps=12))
+    resumed.fit(make_train_loader(config, build_dataset(config, dataset_dir)), progress=False)
+    assert resumed.train_seconds > first and len(resumed.history) == 12

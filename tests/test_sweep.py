@@ -1,0 +1,87 @@
+import csv
+import json
+
+import pytest
+
+from monet_utils import sweep
+from monet_utils.config import ConfigError
+from monet_utils.demo_data import make_demo_dataset
+
+TINY = dict(image_size=32, ngf=4, ndf=4, n_res_blocks=1, batch_size=2, num_workers=0, n_samples=2)
+
+
+@pytest.fixture
+def demo(tmp_path):
+    return str(make_demo_dataset(tmp_path / "demo", n_photos=6, n_paintings=3, progress=False))
+
+
+def test_parse_assignments_and_run_names():
+    grid = sweep.parse_assignments(["epochs=1,3", "cycle_lambda=5.0,10"], "--grid", multiple=True)
+    assert grid == {"epochs": [1, 3], "cycle_lambda": [5.0, 10]}
+    assert sweep.parse_assignments(["data_dir=/x/y"], "--set", multiple=False) == {"data_dir": "/x/y"}
+    assert sweep.run_name({"epochs": 3, "data_dir": "/a b"}) == "epochs-3_data_dir--a-b"
+    with pytest.raises(ConfigError, match="NAME=VALUE"):
+        sweep.parse_assignments(["epochs"], "--grid", multiple=True)
+
+
+def test_bad_sweeps_are_rejected_before_anything_runs(tmp_path, demo):
+    out = tmp_path / "runs"
+    with pytest.raises(ConfigError, match="unknown notebook parameter.*epoch_count"):
+        sweep.run_sweep({"epoch_count": [1, 2]}, {"data_dir": demo}, out)
+    with pytest.raises(ConfigError, match=r"run cycle_lambda--1.*'cycle_lambda'"):
+        sweep.run_sweep({"cycle_lambda": [5, -1]}, {"data_dir": demo}, out)
+    with pytest.raises(ConfigError, match="--sort-by 'beauty'"):
+        sweep.run_sweep({"epochs": [1]}, {"data_dir": demo}, out, sort_by="beauty")
+    with pytest.raises(ConfigError, match="both in --grid and --set"):
+        sweep.run_sweep({"epochs": [1]}, {"epochs": 2}, out)
+    assert not out.exists()
+    assert sweep.main(["--grid", "epochz=1", "--out", str(out)]) == 2
+
+
+def test_grid_runs_in_parallel_skips_completed_and_resumes_interrupted(tmp_path, demo):
+    out = tmp_path / "runs"
+    grid = {"cycle_lambda": [5.0, 10.0], "max_steps": [1, 2]}
+    rows = sweep.run_sweep(grid, {**TINY, "data_dir": demo}, out, devices=["cpu", "cpu"], log=lambda *_: None)
+    assert [r["status"] for r in rows] == ["completed"] * 4
+    assert [r["final_cycle"] for r in rows] == sorted(r["final_cycle"] for r in rows)
+    with open(out / "summary.csv") as handle:
+        table = list(csv.DictReader(handle))
+    assert {row["run"] for row in table} == {"cycle_lambda-5.0_max_steps-1", "cycle_lambda-5.0_max_steps-2",
+                                             "cycle_lambda-10.0_max_steps-1", "cycle_lambda-10.0_max_steps-2"}
+    assert "| run | status | cycle_lambda | max_steps |" in (out / "summary.md").read_text()
+    for name in ("loss_comparison.png", "samples_comparison.png"):
+        assert (out / name).stat().st_size > 0
+    run = out / "cycle_lambda-10.0_max_steps-2"
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["steps"] == 2 and metrics["device"] == "cpu"
+    assert json.loads((run / "config.json").read_text())["cycle_lambda"] == 10.0
+    assert (run / "monet_cyclegan.ipynb").exists() and (run / "images.zip").exists()
+
+    stamps = {p: p.stat().st_mtime_ns for p in out.glob("*/metrics.json")}
+    messages = []
+    sweep.run_sweep(grid, {**TINY, "data_dir": demo}, out, log=messages.append)
+    assert "4 already completed, 0 to run" in messages[0]
+    assert {p: p.stat().st_mtime_ns for p in out.glob("*/metrics.json")} == stamps
+    assert all(json.loads(p.read_text())["attempts"] == 1 for p in out.glob("*/status.json"))
+
+    # A run killed mid-way leaves status "running": the next sweep runs it again, from its checkpoint.
+    status = json.loads((run / "status.json").read_text())
+    (run / "status.json").write_text(json.dumps({**status, "status": "running"}))
+    sweep.run_sweep(grid, {**TINY, "data_dir": demo}, out, log=lambda *_: None)
+    status = json.loads((run / "status.json").read_text())
+    assert status["attempts"] == 2 and status["status"] == "completed"
+    assert json.loads((run / "metrics.json").read_text())["steps"] == 2  # resumed, nothing redone
+
+
+def test_a_failing_run_is_recorded_and_the_others_finish(tmp_path, demo):
+    out = tmp_path / "runs"
+    # batch_size 8 is a valid config but more than the 6 demo photos: that run fails in the notebook.
+    rows = sweep.run_sweep({"batch_size": [8, 2]}, {**{k: v for k, v in TINY.items() if k != "batch_size"},
+                                                    "max_steps": 1, "data_dir": demo}, out, log=lambda *_: None)
+    assert [(r["run"], r["status"]) for r in rows] == [("batch_size-2", "completed"), ("batch_size-8", "failed")]
+    failed = json.loads((out / "batch_size-8" / "status.json").read_text())
+    assert "fewer than batch_size=8" in failed["error"]
+    assert (out / "batch_size-8" / "monet_cyclegan.ipynb").exists()
+    assert "failed" in (out / "summary.md").read_text()
+    assert sweep.main(["--grid", "batch_size=8,2", "--set", *[f"{k}={v}" for k, v in TINY.items() if k != "batch_size"],
+                       "max_steps=1", f"data_dir={demo}", "--out", str(out)]) == 1
