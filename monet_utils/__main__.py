@@ -1,4 +1,4 @@
-"""Command line: `python -m monet_utils run|demo-data ...` (see README)."""
+"""Command line: `python -m monet_utils run|stylize|demo-data ...` (see README)."""
 from __future__ import annotations
 
 import argparse
@@ -7,6 +7,8 @@ import sys
 from .config import ConfigError, parse_value
 from .data import DataError
 from .runner import NotebookRunError, run_main_job
+from .stylize import stylize
+from .training import CheckpointError
 
 
 def main(argv=None) -> int:
@@ -25,17 +27,29 @@ def main(argv=None) -> int:
     demo.add_argument("--paintings", type=int, default=80)
     demo.add_argument("--seed", type=int, default=0)
 
+    styl = commands.add_parser("stylize", help="translate a folder of photos with a trained checkpoint")
+    styl.add_argument("--checkpoint", required=True, help="a checkpoint, e.g. outputs/checkpoints/latest.pt")
+    styl.add_argument("--input", required=True, help="folder of images (JPEG, PNG, ...; any size)")
+    styl.add_argument("--output", required=True, help="folder for the JPEGs, or a path ending in .zip")
+    styl.add_argument("--size", type=int, default=None,
+                      help="resize every image to SIZE x SIZE (default: keep each size, rounded down to a multiple of 4)")
+    styl.add_argument("--batch-size", type=int, default=8)
+    styl.add_argument("--device", default="auto")
+
     args = parser.parse_args(argv)
     try:
         if args.command == "run":
             overrides = {name: parse_value(value) for name, value in args.parameter}
             executed = run_main_job(args.data_dir, args.output_dir, overrides)
             print(f"Done. Executed notebook: {executed}")
+        elif args.command == "stylize":
+            written = stylize(args.checkpoint, args.input, args.output, args.size, args.batch_size, args.device)
+            print(f"Stylized images written to {written}")
         else:
             from .demo_data import DEMO_DIR, make_demo_dataset
             root = make_demo_dataset(args.out or DEMO_DIR, args.photos, args.paintings, seed=args.seed)
             print(f"Demo data written to {root}")
-    except (ConfigError, DataError, NotebookRunError) as err:
+    except (ConfigError, DataError, NotebookRunError, CheckpointError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0

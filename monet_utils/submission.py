@@ -2,16 +2,13 @@
 from __future__ import annotations
 
 import io
-import os
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 from PIL import Image
 
-from .data import load_images, to_uint8_image
-from .progress import progress_bar
+from .stylize import translate_to_jpegs, write_zip
 
 SUBMISSION_SIZE = 256
 COMPETITION_COUNT = (7_000, 10_000)
@@ -33,41 +30,15 @@ class SubmissionReport:
         return f"{self.path}: {self.n_images:,} JPEGs of {SUBMISSION_SIZE}x{SUBMISSION_SIZE} RGB, {verdict}"
 
 
-def encode_jpeg(image: torch.Tensor, quality: int = 95) -> bytes:
-    """A 3xHxW tensor in [-1, 1] as 256x256 RGB JPEG bytes (resized if trained at another size)."""
-    picture = Image.fromarray(to_uint8_image(image))
-    if picture.size != (SUBMISSION_SIZE, SUBMISSION_SIZE):
-        picture = picture.resize((SUBMISSION_SIZE, SUBMISSION_SIZE), Image.Resampling.BICUBIC)
-    buffer = io.BytesIO()
-    picture.save(buffer, format="JPEG", quality=quality)
-    return buffer.getvalue()
-
-
-@torch.inference_mode()
-def write_submission_zip(generator, photo_paths, zip_path, image_size: int, batch_size: int = 8,
+def write_submission_zip(generator, photo_paths, zip_path, image_size: int, batch_size: int = 8, workers: int = 4,
                          progress: bool = True) -> Path:
-    """Translate every photo and store the JPEGs flat in `zip_path` (written under a temporary
-    name, then renamed, so an interrupted export never replaces a good zip)."""
+    """Translate every photo at the training size and store 256x256 JPEGs flat in `zip_path`."""
     photo_paths = list(photo_paths)
     if not photo_paths:
         raise SubmissionError("write_submission_zip: no photos to translate")
-    zip_path = Path(zip_path)
-    zip_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = zip_path.with_name(zip_path.name + ".tmp")
-    device = next(generator.parameters()).device
-    generator.eval()
-    try:
-        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as archive:  # JPEGs do not compress further
-            batches = range(0, len(photo_paths), batch_size)
-            for start in progress_bar(batches, desc="images.zip", unit="batch", disable=not progress):
-                batch_paths = photo_paths[start:start + batch_size]
-                fakes = generator(load_images(batch_paths, image_size).to(device)).cpu()
-                for path, fake in zip(batch_paths, fakes):
-                    archive.writestr(f"{Path(path).stem}.jpg", encode_jpeg(fake))
-        os.replace(tmp, zip_path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return zip_path
+    jpegs = translate_to_jpegs(generator, photo_paths, image_size=image_size, output_size=SUBMISSION_SIZE,
+                               batch_size=batch_size, workers=workers, progress=progress, desc="images.zip")
+    return write_zip(jpegs, zip_path)
 
 
 def check_submission_zip(zip_path, competition: bool = True) -> SubmissionReport:

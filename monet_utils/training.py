@@ -42,6 +42,24 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def check_accelerator() -> str:
+    """One line on the device training will use; raises a clear error when the GPU cannot
+    run this PyTorch build (Kaggle's P100, compute capability 6.0, has no kernels in recent
+    builds, and its first CUDA operation would otherwise fail deep inside training)."""
+    if not torch.cuda.is_available():
+        return "No GPU: training runs on the CPU (slow at 256x256; on Kaggle pick a GPU accelerator)."
+    major, minor = torch.cuda.get_device_capability()
+    name, built_for = torch.cuda.get_device_name(), torch.cuda.get_arch_list()
+    supported = {int(arch.split("_")[1]) for arch in built_for if arch.startswith(("sm_", "compute_"))}
+    if supported and major * 10 + minor < min(supported):
+        raise RuntimeError(
+            f"{name} (compute capability {major}.{minor}) is not supported by the installed PyTorch "
+            f"{torch.__version__}, built for {', '.join(built_for)}. On Kaggle choose the accelerator "
+            "'GPU T4 x2' in the notebook settings (or run on the CPU); on Colab, a T4 or newer.")
+    compile_note = "" if major >= 7 else " torch.compile needs compute capability 7.0+, so it stays off."
+    return f"GPU: {name} (compute capability {major}.{minor}).{compile_note}"
+
+
 def set_requires_grad(nets, requires_grad: bool) -> None:
     for net in nets:
         net.requires_grad_(requires_grad)

@@ -1,0 +1,133 @@
+"""Translate image files with a trained generator: the one path behind `images.zip` and `stylize`.
+
+Decoding and JPEG encoding run in a thread pool (PIL releases the GIL for both) while the
+generator works on the current batch, so export speed is set by the generator.
+"""
+from __future__ import annotations
+
+import io
+import os
+import zipfile
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import albumentations as A
+import torch
+from albumentations.pytorch import ToTensorV2
+from PIL import Image
+
+from .data import DataError, load_rgb, readable_images, to_uint8_image
+from .progress import progress_bar
+from .training import load_generator
+
+PREFETCH_BATCHES = 2
+
+
+def encode_jpeg(image: torch.Tensor, size: int | None = None, quality: int = 95) -> bytes:
+    """A 3xHxW tensor in [-1, 1] as RGB JPEG bytes, resized to size x size if given."""
+    picture = Image.fromarray(to_uint8_image(image))
+    if size and picture.size != (size, size):
+        picture = picture.resize((size, size), Image.Resampling.BICUBIC)
+    buffer = io.BytesIO()
+    picture.save(buffer, format="JPEG", quality=quality)
+    return buffer.getvalue()
+
+
+def input_size(path, image_size: int | None) -> tuple[int, int]:
+    """(height, width) the generator sees: image_size square, or the image's own size rounded
+    down to a multiple of 4 (two stride-2 downsamples, two upsamples)."""
+    if image_size:
+        return image_size, image_size
+    with Image.open(path) as image:
+        width, height = image.size
+    if min(width, height) < 4:
+        raise DataError(f"{path}: {width}x{height} is too small to translate")
+    return height // 4 * 4, width // 4 * 4
+
+
+def load_batch(paths, size: tuple[int, int]) -> torch.Tensor:
+    transform = A.Compose([A.Resize(*size), A.Normalize(mean=(0.5,) * 3, std=(0.5,) * 3), ToTensorV2()])
+    return torch.stack([transform(image=load_rgb(p))["image"] for p in paths])
+
+
+def plan_batches(paths, image_size: int | None, batch_size: int) -> list[tuple[list, tuple[int, int]]]:
+    """Consecutive images of one input size go together, since a batch needs equal sizes."""
+    batches: list[tuple[list, tuple[int, int]]] = []
+    for path in paths:
+        size = input_size(path, image_size)
+        if batches and batches[-1][1] == size and len(batches[-1][0]) < batch_size:
+            batches[-1][0].append(path)
+        else:
+            batches.append(([path], size))
+    return batches
+
+
+@torch.inference_mode()
+def translate_to_jpegs(generator, paths, image_size: int | None = None, output_size: int | None = None,
+                       batch_size: int = 8, workers: int = 4, progress: bool = True, desc: str = "translating"):
+    """Yield (file name, JPEG bytes) for every image in `paths`, in order."""
+    device = next(generator.parameters()).device
+    generator.eval()
+    batches = plan_batches(list(paths), image_size, batch_size)
+    bar = progress_bar(total=sum(len(b) for b, _ in batches), desc=desc, unit="image", disable=not progress)
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        loading = deque(pool.submit(load_batch, *batch) for batch in batches[:PREFETCH_BATCHES])
+        encoding: deque = deque()
+        for index, (batch_paths, _) in enumerate(batches):
+            images = loading.popleft().result()
+            if index + PREFETCH_BATCHES < len(batches):
+                loading.append(pool.submit(load_batch, *batches[index + PREFETCH_BATCHES]))
+            fakes = generator(images.to(device, non_blocking=True)).float().cpu()
+            encoding.extend((f"{Path(p).stem}.jpg", pool.submit(encode_jpeg, fake, output_size))
+                            for p, fake in zip(batch_paths, fakes))
+            while len(encoding) > 2 * batch_size:  # bounded: memory stays flat on 7,038 photos
+                name, future = encoding.popleft()
+                yield name, future.result()
+                bar.update()
+        for name, future in encoding:
+            yield name, future.result()
+            bar.update()
+    bar.close()
+
+
+def write_zip(jpegs, zip_path) -> Path:
+    """Stream (name, bytes) pairs into `zip_path`: written under a temporary name and renamed,
+    so an interrupted export never replaces a good zip."""
+    zip_path = Path(zip_path)
+    zip_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = zip_path.with_name(zip_path.name + ".tmp")
+    try:
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as archive:  # JPEGs do not compress
+            for name, data in jpegs:
+                archive.writestr(name, data)
+        os.replace(tmp, zip_path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return zip_path
+
+
+def write_folder(jpegs, folder) -> Path:
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, data in jpegs:
+        tmp = folder / (name + ".tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, folder / name)
+    return folder
+
+
+def stylize(checkpoint, input_dir, output, size: int | None = None, batch_size: int = 8, device: str = "auto",
+            workers: int = 4, progress: bool = True) -> Path:
+    """Translate every image in `input_dir` with the photo -> Monet generator of `checkpoint`.
+
+    Images keep their size (rounded down to a multiple of 4) unless `size` is given, then they
+    come out size x size. `output` ending in .zip gets a zip, anything else a folder of JPEGs.
+    """
+    if not Path(input_dir).is_dir():
+        raise DataError(f"stylize: input folder {input_dir} does not exist")
+    generator, _ = load_generator(checkpoint, "photo2monet", device)
+    paths = readable_images(input_dir)
+    jpegs = translate_to_jpegs(generator, paths, image_size=size, batch_size=batch_size, workers=workers,
+                               progress=progress, desc="stylize")
+    return write_zip(jpegs, output) if str(output).lower().endswith(".zip") else write_folder(jpegs, output)
