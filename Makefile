@@ -9,7 +9,8 @@ demo: $(VENV)/.installed
 test: $(VENV)/.installed
 	$(PYTHON) -m pytest -q
 
-$(VENV)/.installed: requirements.txt pyproject.toml
+$(VENV)/.installed: requirements.txt requirements-fid.txt pyproject.toml
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install -q -r requirements.txt
+	$(VENV)/bin/pip install -q --no-deps -r requirements-fid.txt
 	touch $@

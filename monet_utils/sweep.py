@@ -33,7 +33,9 @@ from .plots import smooth  # noqa: E402
 from .runner import run_notebook, validate_parameters  # noqa: E402
 from .training import LOSS_NAMES, CheckpointError, read_checkpoint  # noqa: E402
 
-SORT_DEFAULT = "final_cycle"  # cycle_photo + cycle_monet over the last tenth of the run
+# MiFID when every run has one (the competition's score); else the cycle loss (cycle_photo +
+# cycle_monet over the last tenth of the run), which is only comparable across equal lambdas.
+SORT_DEFAULT = "auto"
 METRICS = ("final_cycle", "mifid", "seconds_per_step", "wall_seconds", "steps",
            *(f"final_{name}" for name in LOSS_NAMES), *(f"mean_{name}" for name in LOSS_NAMES))
 
@@ -115,8 +117,8 @@ def sweep_devices(devices: str | None) -> list[str | None]:
 def run_sweep(grid: dict, fixed: dict, out: str | Path, devices: list | None = None,
               sort_by: str = SORT_DEFAULT, log=print) -> list[dict]:
     out = Path(out)
-    if sort_by not in METRICS:
-        raise ConfigError(f"--sort-by {sort_by!r} is not a metric; choose from {list(METRICS)}")
+    if sort_by != SORT_DEFAULT and sort_by not in METRICS:
+        raise ConfigError(f"--sort-by {sort_by!r} is not a metric; choose from {list(METRICS)} or 'auto'")
     runs = plan_runs(grid, fixed)
     devices = devices or [None]
     pending = [(name, params) for name, params in runs if read_status(out / name).get("status") != "completed"]
@@ -166,6 +168,8 @@ def summarize(out: Path, runs: list[tuple[str, dict]], swept: list[str], sort_by
     `sort_by` and failed ones last, and the comparison figures."""
     rows = [run_row(out, name, params) for name, params in runs]
     completed = [r for r in rows if r["status"] == "completed"]
+    if sort_by == SORT_DEFAULT:
+        sort_by = "mifid" if completed and all(r.get("mifid") is not None for r in completed) else "final_cycle"
     rows = sorted(completed, key=lambda r: (r.get(sort_by) is None, r.get(sort_by))) + \
         [r for r in rows if r["status"] != "completed"]
     columns = list(dict.fromkeys(key for row in rows for key in row))
@@ -233,7 +237,7 @@ def main(argv=None) -> int:
     parser.add_argument("--devices", default=None,
                         help="comma-separated devices, one run on each at a time (default: all CUDA GPUs if "
                              "more than one, else one run at a time)")
-    parser.add_argument("--sort-by", default=SORT_DEFAULT, help=f"metric to sort the summary by (default {SORT_DEFAULT})")
+    parser.add_argument("--sort-by", default=SORT_DEFAULT, help="metric to sort the summary by, lower first (default: mifid when every run has it, else final_cycle)")
     args = parser.parse_args(argv)
     try:
         grid = parse_assignments(args.grid, "--grid", multiple=True)

@@ -7,7 +7,8 @@ from monet_utils import sweep
 from monet_utils.config import ConfigError
 from monet_utils.demo_data import make_demo_dataset
 
-TINY = dict(image_size=32, ngf=4, ndf=4, n_res_blocks=1, batch_size=2, num_workers=0, n_samples=2)
+TINY = dict(image_size=32, ngf=4, ndf=4, n_res_blocks=1, batch_size=2, num_workers=0, n_samples=2,
+            estimate_mifid=False)  # the Inception pass is tested in test_notebook; here it only costs time
 
 
 @pytest.fixture
@@ -85,3 +86,18 @@ def test_a_failing_run_is_recorded_and_the_others_finish(tmp_path, demo):
     assert "failed" in (out / "summary.md").read_text()
     assert sweep.main(["--grid", "batch_size=8,2", "--set", *[f"{k}={v}" for k, v in TINY.items() if k != "batch_size"],
                        "max_steps=1", f"data_dir={demo}", "--out", str(out)]) == 1
+
+
+def test_summary_sorts_by_mifid_when_every_run_has_it(tmp_path):
+    runs = []
+    for name, mifid, cycle in (("a", 90.0, 1.0), ("b", 60.0, 2.0), ("c", None, 0.5)):
+        run = tmp_path / name
+        run.mkdir()
+        (run / "status.json").write_text(json.dumps({"status": "completed", "wall_seconds": 1.0}))
+        losses = {k: 0.1 for k in sweep.LOSS_NAMES} | {"cycle_photo": cycle, "cycle_monet": 0.0}
+        metrics = {"steps": 1, "device": "cpu", "seconds_per_step": 1.0, "final": losses, "mean": losses}
+        (run / "metrics.json").write_text(json.dumps(metrics | ({"mifid": mifid} if mifid else {})))
+        runs.append((name, {"epochs": 1}))
+    assert [r["run"] for r in sweep.summarize(tmp_path, runs[:2], ["epochs"])] == ["b", "a"]  # by MiFID
+    assert [r["run"] for r in sweep.summarize(tmp_path, runs, ["epochs"])] == ["c", "a", "b"]  # one lacks it
+    assert "sorted by final_cycle" in (tmp_path / "summary.md").read_text()

@@ -143,3 +143,17 @@ def test_metrics_summarise_the_last_tenth_and_time_adds_up_over_resumes(tiny_con
     resumed = CycleGANTrainer(config.replace(max_steps=12))
     resumed.fit(make_train_loader(config, build_dataset(config, dataset_dir)), progress=False)
     assert resumed.train_seconds > first and len(resumed.history) == 12
+
+
+def test_accelerator_check_explains_an_unsupported_gpu(monkeypatch):
+    from monet_utils.training import check_accelerator
+    assert check_accelerator().startswith("No GPU") if not torch.cuda.is_available() else True
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda: "Tesla P100-PCIE-16GB")
+    monkeypatch.setattr(torch.cuda, "get_arch_list", lambda: ["sm_75", "sm_80", "sm_90"])
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda: (6, 0))
+    with pytest.raises(RuntimeError, match="P100.*compute capability 6.0.*GPU T4 x2"):
+        check_accelerator()
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda: "Tesla T4")
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda: (7, 5))
+    assert check_accelerator() == "GPU: Tesla T4 (compute capability 7.5)."

