@@ -39,6 +39,14 @@ class CycleGANConfig:
     checkpoint_every: int = 500  # steps between checkpoints (one is also written at each epoch end)
     num_workers: int = 2
     device: str = "auto"  # "auto" picks cuda when available, else cpu
+    # Speed switches; "auto" picks per device (monet_utils.acceleration says how and why).
+    amp: str = "auto"  # "off", "bf16" or "fp16" (with a gradient scaler)
+    channels_last: str = "auto"  # "on" / "off"
+    compile: str = "auto"  # "on" / "off": torch.compile of the four networks
+    fused_adam: str = "auto"  # "on" / "off"
+    data_path: str = "auto"  # "memory" (decoded once, augmented on the device) or "loader" (albumentations)
+    norm: str = "instance"  # "instance" or "group" (GroupNorm(C, C): same maths, keeps channels_last)
+    max_skipped_steps: int = 20  # consecutive non-finite-loss steps tolerated before training stops
     data_dir: str = ""  # empty: search DATA_DIR, /kaggle/input/gan-getting-started, data/gan-getting-started
     output_dir: str = "outputs"
 
@@ -69,6 +77,9 @@ class CycleGANConfig:
         # Two stride-2 downsamples and two upsamples: other sizes come back a pixel off.
         if self.image_size % 4:
             raise ConfigError(f"config 'image_size' must be a multiple of 4, got {self.image_size}")
+        # Below 32 the discriminator's last normalised feature map is 1x1, which no per-image norm can normalise.
+        if self.image_size < 32:
+            raise ConfigError(f"config 'image_size' must be at least 32, got {self.image_size}")
         if self.decay_epochs > self.epochs:
             raise ConfigError(
                 f"config 'decay_epochs' ({self.decay_epochs}) cannot exceed 'epochs' ({self.epochs})"
@@ -79,6 +90,15 @@ class CycleGANConfig:
             raise ConfigError(f"config 'device' must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
         for name in ("data_dir", "output_dir"):
             _check_type(self, name, str)
+        choices = {"amp": ("auto", "off", "bf16", "fp16"), "channels_last": ("auto", "on", "off"),
+                   "compile": ("auto", "on", "off"), "fused_adam": ("auto", "on", "off"),
+                   "data_path": ("auto", "memory", "loader"), "norm": ("instance", "group")}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ConfigError(f"config '{name}' must be one of {allowed}, got {getattr(self, name)!r}")
+        _check_type(self, "max_skipped_steps", int)
+        if self.max_skipped_steps < 1:
+            raise ConfigError(f"config 'max_skipped_steps' must be >= 1, got {self.max_skipped_steps}")
 
     @property
     def identity_lambda(self) -> float:

@@ -11,6 +11,7 @@ import albumentations as A
 import numpy as np
 import torch
 from albumentations.pytorch import ToTensorV2
+from torch.nn import functional as F
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler
 
@@ -185,16 +186,96 @@ def build_dataset(config: CycleGANConfig, data_dir: str | os.PathLike) -> Unpair
     return UnpairedDataset(photos, monets, train_transform(config.image_size), seed=config.seed)
 
 
-def make_train_loader(config: CycleGANConfig, dataset: UnpairedDataset) -> DataLoader:
-    return DataLoader(
-        dataset,
-        batch_size=config.batch_size,
-        sampler=EpochSampler(len(dataset), seed=config.seed),
-        drop_last=True,  # equal batches keep the step cost and the loss scale steady
-        num_workers=config.num_workers,
-        pin_memory=torch.cuda.is_available(),
-        persistent_workers=False,  # workers must see set_epoch, so they restart each epoch
-    )
+class AugmentingLoader(DataLoader):
+    """albumentations per image in worker processes: the reference data path."""
+
+    def __init__(self, dataset: UnpairedDataset, config: CycleGANConfig):
+        super().__init__(
+            dataset,
+            batch_size=config.batch_size,
+            sampler=EpochSampler(len(dataset), seed=config.seed),
+            drop_last=True,  # equal batches keep the step cost and the loss scale steady
+            num_workers=config.num_workers,
+            pin_memory=torch.cuda.is_available(),
+            persistent_workers=False,  # workers must see set_epoch, so they restart each epoch
+        )
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return len(self.dataset) // self.batch_size
+
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        self.dataset.set_epoch(epoch)
+        self.sampler.set_epoch(epoch, start=start_batch * self.batch_size)
+
+
+def decode_all(paths, image_size: int) -> torch.Tensor:
+    """N x 3 x size x size uint8, decoded in threads (PIL releases the GIL)."""
+    def decode(path):
+        with Image.open(path) as image:
+            image = image.convert("RGB")
+            if image.size != (image_size, image_size):
+                image = image.resize((image_size, image_size), Image.Resampling.BILINEAR)
+            return torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1)
+
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+        return torch.stack(list(pool.map(decode, paths)))
+
+
+class InMemoryLoader:
+    """Every image decoded once into a uint8 tensor on the training device; each batch is
+    resized up, randomly cropped and flipped there in a few batched operations, so no worker
+    process feeds the accelerator. Same jitter as `train_transform`, same sampling and the same
+    (seed, epoch, batch) determinism as the albumentations path, not the same pixels."""
+
+    def __init__(self, dataset: UnpairedDataset, config: CycleGANConfig, device: torch.device | str = "cpu"):
+        self.dataset, self.batch_size, self.seed = dataset, config.batch_size, config.seed
+        self.image_size, self.load_size = config.image_size, round(config.image_size * 286 / 256)
+        self.photos = decode_all(dataset.photo_paths, config.image_size).to(device)
+        self.monets = decode_all(dataset.monet_paths, config.image_size).to(device)
+        self.sampler = EpochSampler(len(dataset), seed=config.seed)
+        self.epoch = self.start_batch = 0
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return len(self.dataset) // self.batch_size
+
+    def __len__(self) -> int:
+        return self.steps_per_epoch - self.start_batch
+
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        self.epoch, self.start_batch = epoch, start_batch
+        self.sampler.set_epoch(epoch, start=start_batch * self.batch_size)
+
+    def __iter__(self):
+        order = torch.tensor(list(self.sampler), dtype=torch.long)
+        for offset in range(len(order) // self.batch_size):
+            generator = torch.Generator().manual_seed(hash((self.seed, self.epoch, self.start_batch + offset)))
+            photo_index = order[offset * self.batch_size:(offset + 1) * self.batch_size]
+            monet_index = torch.randint(len(self.monets), (self.batch_size,), generator=generator)
+            yield (self.augment(self.photos[photo_index.to(self.photos.device)], generator),
+                   self.augment(self.monets[monet_index.to(self.monets.device)], generator))
+
+    def augment(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Resize to load_size, random crop to image_size, random horizontal flip, to [-1, 1]."""
+        count, size, device = len(images), self.image_size, images.device
+        images = F.interpolate(images.float(), size=(self.load_size, self.load_size), mode="bilinear",
+                               align_corners=False)
+        corners = torch.randint(0, self.load_size - size + 1, (count, 2), generator=generator).to(device)
+        flip = (torch.rand(count, generator=generator) < 0.5).to(device)
+        steps = torch.arange(size, device=device)
+        rows = corners[:, :1] + steps
+        cols = corners[:, 1:] + torch.where(flip[:, None], steps.flip(0), steps)  # a flip is reversed columns
+        crops = images[torch.arange(count, device=device)[:, None, None], :, rows[:, :, None], cols[:, None, :]]
+        return crops.permute(0, 3, 1, 2).clamp(0, 255) / 127.5 - 1
+
+
+def make_train_loader(config: CycleGANConfig, dataset: UnpairedDataset, data_path: str = "loader",
+                      device: torch.device | str = "cpu"):
+    """The batches for training: "memory" (decoded once, augmented on `device`) or "loader"."""
+    if data_path == "memory":
+        return InMemoryLoader(dataset, config, device)
+    return AugmentingLoader(dataset, config)
 
 
 def load_images(paths, image_size: int) -> torch.Tensor:

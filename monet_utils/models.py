@@ -10,19 +10,30 @@ import torch
 from torch import nn
 
 
-def conv_norm_relu(in_ch: int, out_ch: int, **conv_args) -> list[nn.Module]:
-    return [nn.Conv2d(in_ch, out_ch, **conv_args), nn.InstanceNorm2d(out_ch), nn.ReLU()]
+def norm_layer(channels: int, kind: str = "instance") -> nn.Module:
+    """Per-image, per-channel normalisation without affine parameters. GroupNorm with one group
+    per channel computes the same; unlike InstanceNorm2d it keeps the channels_last layout
+    (PyTorch issue 72341). Neither has parameters, so checkpoints load into either."""
+    if kind == "instance":
+        return nn.InstanceNorm2d(channels)
+    if kind == "group":
+        return nn.GroupNorm(channels, channels, affine=False)
+    raise ValueError(f"norm must be 'instance' or 'group', got {kind!r}")
+
+
+def conv_norm_relu(in_ch: int, out_ch: int, norm: str = "instance", **conv_args) -> list[nn.Module]:
+    return [nn.Conv2d(in_ch, out_ch, **conv_args), norm_layer(out_ch, norm), nn.ReLU()]
 
 
 class ResnetBlock(nn.Module):
-    def __init__(self, channels: int):
+    def __init__(self, channels: int, norm: str = "instance"):
         super().__init__()
         self.block = nn.Sequential(
             nn.ReflectionPad2d(1),
-            *conv_norm_relu(channels, channels, kernel_size=3),
+            *conv_norm_relu(channels, channels, norm, kernel_size=3),
             nn.ReflectionPad2d(1),
             nn.Conv2d(channels, channels, kernel_size=3),
-            nn.InstanceNorm2d(channels),
+            norm_layer(channels, norm),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -32,16 +43,16 @@ class ResnetBlock(nn.Module):
 class ResnetGenerator(nn.Module):
     """c7s1-64, d128, d256, n_res_blocks x R256, u128, u64, c7s1-3, tanh (paper's appendix 7.2)."""
 
-    def __init__(self, ngf: int = 64, n_res_blocks: int = 9, channels: int = 3):
+    def __init__(self, ngf: int = 64, n_res_blocks: int = 9, channels: int = 3, norm: str = "instance"):
         super().__init__()
-        layers = [nn.ReflectionPad2d(3), *conv_norm_relu(channels, ngf, kernel_size=7)]
+        layers = [nn.ReflectionPad2d(3), *conv_norm_relu(channels, ngf, norm, kernel_size=7)]
         for mult in (1, 2):
-            layers += conv_norm_relu(ngf * mult, ngf * mult * 2, kernel_size=3, stride=2, padding=1)
-        layers += [ResnetBlock(ngf * 4) for _ in range(n_res_blocks)]
+            layers += conv_norm_relu(ngf * mult, ngf * mult * 2, norm, kernel_size=3, stride=2, padding=1)
+        layers += [ResnetBlock(ngf * 4, norm) for _ in range(n_res_blocks)]
         for mult in (4, 2):
             layers += [
                 nn.ConvTranspose2d(ngf * mult, ngf * mult // 2, kernel_size=3, stride=2, padding=1, output_padding=1),
-                nn.InstanceNorm2d(ngf * mult // 2),
+                norm_layer(ngf * mult // 2, norm),
                 nn.ReLU(),
             ]
         layers += [nn.ReflectionPad2d(3), nn.Conv2d(ngf, channels, kernel_size=7), nn.Tanh()]
@@ -57,14 +68,14 @@ class PatchDiscriminator(nn.Module):
     256x256 in gives a 1x30x30 map. No InstanceNorm on the first layer (paper, section 7.2).
     """
 
-    def __init__(self, ndf: int = 64, channels: int = 3):
+    def __init__(self, ndf: int = 64, channels: int = 3, norm: str = "instance"):
         super().__init__()
         leaky = lambda: nn.LeakyReLU(0.2)  # noqa: E731
         self.model = nn.Sequential(
             nn.Conv2d(channels, ndf, kernel_size=4, stride=2, padding=1), leaky(),
-            nn.Conv2d(ndf, ndf * 2, kernel_size=4, stride=2, padding=1), nn.InstanceNorm2d(ndf * 2), leaky(),
-            nn.Conv2d(ndf * 2, ndf * 4, kernel_size=4, stride=2, padding=1), nn.InstanceNorm2d(ndf * 4), leaky(),
-            nn.Conv2d(ndf * 4, ndf * 8, kernel_size=4, stride=1, padding=1), nn.InstanceNorm2d(ndf * 8), leaky(),
+            nn.Conv2d(ndf, ndf * 2, kernel_size=4, stride=2, padding=1), norm_layer(ndf * 2, norm), leaky(),
+            nn.Conv2d(ndf * 2, ndf * 4, kernel_size=4, stride=2, padding=1), norm_layer(ndf * 4, norm), leaky(),
+            nn.Conv2d(ndf * 4, ndf * 8, kernel_size=4, stride=1, padding=1), norm_layer(ndf * 8, norm), leaky(),
             nn.Conv2d(ndf * 8, 1, kernel_size=4, stride=1, padding=1),
         )
 

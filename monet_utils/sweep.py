@@ -212,7 +212,8 @@ def plot_comparison(out: Path, names: list[str]) -> None:
     ax_d.set(title="Discriminator loss (D_monet + D_photo)", xlabel="step")
     for ax in (ax_g, ax_d):
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        if ax.lines:
+            ax.legend(fontsize=7)
     fig.savefig(out / "loss_comparison.png", dpi=100, bbox_inches="tight")
     plt.close(fig)
 

@@ -8,14 +8,18 @@ both discriminators on real images and on fakes drawn from the history pools.
 from __future__ import annotations
 
 import itertools
+import math
 import os
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
 from torch.nn import functional as F
 
+from .acceleration import autocast, compile_network, make_grad_scaler, resolve_speed
 from .config import CycleGANConfig
+from .data import make_train_loader
 from .image_pool import ImagePool
 from .losses import GANLoss
 from .models import PatchDiscriminator, ResnetGenerator, init_weights
@@ -34,30 +38,16 @@ class CheckpointError(RuntimeError):
     """A checkpoint is missing, unreadable, or was made for another architecture."""
 
 
+class NonFiniteLossError(FloatingPointError):
+    """Losses stayed inf/nan for `max_skipped_steps` steps in a row: training diverged."""
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise RuntimeError(f"config device={name!r} but torch sees no CUDA device; use 'auto' or 'cpu'")
     return torch.device(name)
-
-
-def check_accelerator() -> str:
-    """One line on the device training will use; raises a clear error when the GPU cannot
-    run this PyTorch build (Kaggle's P100, compute capability 6.0, has no kernels in recent
-    builds, and its first CUDA operation would otherwise fail deep inside training)."""
-    if not torch.cuda.is_available():
-        return "No GPU: training runs on the CPU (slow at 256x256; on Kaggle pick a GPU accelerator)."
-    major, minor = torch.cuda.get_device_capability()
-    name, built_for = torch.cuda.get_device_name(), torch.cuda.get_arch_list()
-    supported = {int(arch.split("_")[1]) for arch in built_for if arch.startswith(("sm_", "compute_"))}
-    if supported and major * 10 + minor < min(supported):
-        raise RuntimeError(
-            f"{name} (compute capability {major}.{minor}) is not supported by the installed PyTorch "
-            f"{torch.__version__}, built for {', '.join(built_for)}. On Kaggle choose the accelerator "
-            "'GPU T4 x2' in the notebook settings (or run on the CPU); on Colab, a T4 or newer.")
-    compile_note = "" if major >= 7 else " torch.compile needs compute capability 7.0+, so it stays off."
-    return f"GPU: {name} (compute capability {major}.{minor}).{compile_note}"
 
 
 def set_requires_grad(nets, requires_grad: bool) -> None:
@@ -69,18 +59,23 @@ class CycleGANTrainer:
     def __init__(self, config: CycleGANConfig):
         self.config = config
         self.device = resolve_device(config.device)
+        self.speed = resolve_speed(config, self.device)
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick the fastest kernels
         torch.manual_seed(config.seed)
-        make_g = lambda: ResnetGenerator(config.ngf, config.n_res_blocks)  # noqa: E731
-        make_d = lambda: PatchDiscriminator(config.ndf)  # noqa: E731
-        self.G_photo2monet, self.G_monet2photo = (init_weights(make_g(), config.init_gain).to(self.device) for _ in "ab")
-        self.D_monet, self.D_photo = (init_weights(make_d(), config.init_gain).to(self.device) for _ in "ab")
-        betas = (config.beta1, config.beta2)
+        make_g = lambda: ResnetGenerator(config.ngf, config.n_res_blocks, norm=self.speed.norm)  # noqa: E731
+        make_d = lambda: PatchDiscriminator(config.ndf, norm=self.speed.norm)  # noqa: E731
+        self.G_photo2monet, self.G_monet2photo = (
+            init_weights(make_g(), config.init_gain).to(self.device, memory_format=self.memory_format) for _ in "ab")
+        self.D_monet, self.D_photo = (
+            init_weights(make_d(), config.init_gain).to(self.device, memory_format=self.memory_format) for _ in "ab")
+        for net in self.networks.values():
+            compile_network(net, self.speed)
+        adam = dict(lr=config.lr, betas=(config.beta1, config.beta2), fused=self.speed.fused_adam or None)
         self.opt_G = torch.optim.Adam(
-            itertools.chain(self.G_photo2monet.parameters(), self.G_monet2photo.parameters()), lr=config.lr, betas=betas
-        )
-        self.opt_D = torch.optim.Adam(
-            itertools.chain(self.D_monet.parameters(), self.D_photo.parameters()), lr=config.lr, betas=betas
-        )
+            itertools.chain(self.G_photo2monet.parameters(), self.G_monet2photo.parameters()), **adam)
+        self.opt_D = torch.optim.Adam(itertools.chain(self.D_monet.parameters(), self.D_photo.parameters()), **adam)
+        self.scaler = make_grad_scaler(self.speed, self.device)
         # A plain function, not the bound method: LambdaLR then leaves it out of its state_dict.
         self.sched_G, self.sched_D = (
             torch.optim.lr_scheduler.LambdaLR(opt, lambda epoch: self.lr_factor(epoch)) for opt in (self.opt_G, self.opt_D)
@@ -90,12 +85,17 @@ class CycleGANTrainer:
         self.gan_loss = GANLoss(config.gan_mode)
         self.step = self.epoch = self.epoch_step = 0  # epoch_step: steps done in the current epoch
         self.train_seconds = 0.0  # summed over resumed runs
+        self.skipped_in_a_row = self.skipped_total = 0  # steps dropped for a non-finite loss
         self.history: list[dict] = []
 
     @property
     def networks(self) -> dict[str, torch.nn.Module]:
         return {"G_photo2monet": self.G_photo2monet, "G_monet2photo": self.G_monet2photo,
                 "D_monet": self.D_monet, "D_photo": self.D_photo}
+
+    @property
+    def memory_format(self) -> torch.memory_format:
+        return torch.channels_last if self.speed.channels_last else torch.contiguous_format
 
     @property
     def checkpoint_path(self) -> Path:
@@ -107,64 +107,93 @@ class CycleGANTrainer:
         return 1.0 - max(0, epoch + 1 - constant_epochs) / (self.config.decay_epochs + 1)
 
     def train_step(self, real_photo: torch.Tensor, real_monet: torch.Tensor) -> dict[str, float]:
+        """One update of both generators and both discriminators; returns the named losses.
+
+        Both losses are computed before either optimizer steps (the discriminators judge
+        detached fakes, so this is the reference's update), and a step whose losses are not
+        finite changes no weight: it is skipped, and with fp16 the loss scale backs off.
+        """
         cfg = self.config
-        real_photo = real_photo.to(self.device, non_blocking=True)
-        real_monet = real_monet.to(self.device, non_blocking=True)
+        real_photo = real_photo.to(self.device, memory_format=self.memory_format, non_blocking=True)
+        real_monet = real_monet.to(self.device, memory_format=self.memory_format, non_blocking=True)
 
         # Generators: D weights are fixed so their gradients are not computed for nothing.
         set_requires_grad((self.D_monet, self.D_photo), False)
         self.opt_G.zero_grad(set_to_none=True)
-        fake_monet = self.G_photo2monet(real_photo)
-        fake_photo = self.G_monet2photo(real_monet)
-        losses = {
-            "adv_photo2monet": self.gan_loss(self.D_monet(fake_monet), True),
-            "adv_monet2photo": self.gan_loss(self.D_photo(fake_photo), True),
-            "cycle_photo": F.l1_loss(self.G_monet2photo(fake_monet), real_photo) * cfg.cycle_lambda,
-            "cycle_monet": F.l1_loss(self.G_photo2monet(fake_photo), real_monet) * cfg.cycle_lambda,
-        }
-        if cfg.identity_lambda > 0:  # keeps colours: a painting fed to photo2monet should pass through
-            losses["idt_photo2monet"] = F.l1_loss(self.G_photo2monet(real_monet), real_monet) * cfg.identity_lambda
-            losses["idt_monet2photo"] = F.l1_loss(self.G_monet2photo(real_photo), real_photo) * cfg.identity_lambda
-        else:
-            losses["idt_photo2monet"] = losses["idt_monet2photo"] = torch.zeros((), device=self.device)
-        sum(losses.values()).backward()
-        self.opt_G.step()
+        with autocast(self.speed, self.device):
+            fake_monet = self.G_photo2monet(real_photo)
+            fake_photo = self.G_monet2photo(real_monet)
+            losses = {
+                "adv_photo2monet": self.gan_loss(self.D_monet(fake_monet), True),
+                "adv_monet2photo": self.gan_loss(self.D_photo(fake_photo), True),
+                "cycle_photo": F.l1_loss(self.G_monet2photo(fake_monet), real_photo) * cfg.cycle_lambda,
+                "cycle_monet": F.l1_loss(self.G_photo2monet(fake_photo), real_monet) * cfg.cycle_lambda,
+            }
+            if cfg.identity_lambda > 0:  # keeps colours: a painting fed to photo2monet should pass through
+                losses["idt_photo2monet"] = F.l1_loss(self.G_photo2monet(real_monet), real_monet) * cfg.identity_lambda
+                losses["idt_monet2photo"] = F.l1_loss(self.G_monet2photo(real_photo), real_photo) * cfg.identity_lambda
+            else:
+                losses["idt_photo2monet"] = losses["idt_monet2photo"] = torch.zeros((), device=self.device)
+        self.scaler.scale(sum(losses.values())).backward()
 
         # Discriminators: real vs. a fake from the history pool, halved to slow D relative to G.
         set_requires_grad((self.D_monet, self.D_photo), True)
         self.opt_D.zero_grad(set_to_none=True)
-        losses["D_monet"] = self.discriminator_loss(self.D_monet, real_monet, self.pool_monet.query(fake_monet))
-        losses["D_photo"] = self.discriminator_loss(self.D_photo, real_photo, self.pool_photo.query(fake_photo))
-        (losses["D_monet"] + losses["D_photo"]).backward()
-        self.opt_D.step()
+        with autocast(self.speed, self.device):
+            losses["D_monet"] = self.discriminator_loss(self.D_monet, real_monet, self.pool_monet.query(fake_monet))
+            losses["D_photo"] = self.discriminator_loss(self.D_photo, real_photo, self.pool_photo.query(fake_photo))
+        self.scaler.scale(losses["D_monet"] + losses["D_photo"]).backward()
 
-        values = torch.stack([losses[name].detach().float() for name in LOSS_NAMES]).tolist()  # one device sync
-        return dict(zip(LOSS_NAMES, values))
+        values = dict(zip(LOSS_NAMES, torch.stack([losses[n].detach().float() for n in LOSS_NAMES]).tolist()))
+        if all(math.isfinite(v) for v in values.values()):  # the step's one device sync, above
+            self.scaler.step(self.opt_G)  # with fp16, also skipped if a gradient overflowed
+            self.scaler.step(self.opt_D)
+            self.scaler.update()
+            self.skipped_in_a_row = 0
+        else:
+            self.skip_step(values)
+        return values
+
+    def skip_step(self, values: dict[str, float]) -> None:
+        self.skipped_in_a_row += 1
+        self.skipped_total += 1
+        if self.scaler.is_enabled():
+            self.scaler.update(self.scaler.get_scale() * self.scaler.get_backoff_factor())
+        bad = ", ".join(f"{k}={v}" for k, v in values.items() if not math.isfinite(v))
+        if self.skipped_in_a_row >= self.config.max_skipped_steps:
+            raise NonFiniteLossError(
+                f"losses were not finite for {self.skipped_in_a_row} steps in a row (last: {bad}) at step "
+                f"{self.step + 1}; no weights were updated by those steps and the last checkpoint is intact. "
+                f"Lower lr, or try amp='off' (now {self.speed.amp!r}).")
+
+    def train_loader(self, dataset):
+        """Batches of `dataset` by the resolved data path, on this trainer's device."""
+        return make_train_loader(self.config, dataset, self.speed.data_path, self.device)
 
     def discriminator_loss(self, net, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
         return 0.5 * (self.gan_loss(net(real), True) + self.gan_loss(net(fake.detach()), False))
 
     def fit(self, loader, resume: bool = True, progress: bool = True) -> list[dict]:
         """Train to `epochs` (or `max_steps`), checkpointing as it goes; resumes from the
-        latest checkpoint in `output_dir` when there is one."""
+        latest checkpoint in `output_dir` when there is one. `loader` comes from
+        `data.make_train_loader`."""
         cfg = self.config
         if resume and self.checkpoint_path.exists():
             self.load(self.checkpoint_path)
-        steps_per_epoch = len(loader.dataset) // cfg.batch_size
-        total = cfg.epochs * steps_per_epoch
+        total = cfg.epochs * loader.steps_per_epoch
         if cfg.max_steps:
             total = min(total, cfg.max_steps)
         bar = progress_bar(total=total, initial=min(self.step, total), desc="training", unit="step",
                            disable=not progress)
         started = time.perf_counter() - self.train_seconds
         while self.epoch < cfg.epochs and self.step < total:
-            loader.dataset.set_epoch(self.epoch)
-            loader.sampler.set_epoch(self.epoch, start=self.epoch_step * cfg.batch_size)
+            loader.set_epoch(self.epoch, start_batch=self.epoch_step)
             for real_photo, real_monet in loader:
                 losses = self.train_step(real_photo, real_monet)
                 self.step += 1
                 self.epoch_step += 1
-                self.history.append({"step": self.step, "epoch": self.epoch, **losses})
+                if self.skipped_in_a_row == 0:
+                    self.history.append({"step": self.step, "epoch": self.epoch, **losses})
                 bar.update()
                 bar.set_postfix(epoch=self.epoch, G_cycle=f"{losses['cycle_photo']:.3f}",
                                 D_monet=f"{losses['D_monet']:.3f}", refresh=False)
@@ -189,6 +218,7 @@ class CycleGANTrainer:
             "opt_G": self.opt_G.state_dict(), "opt_D": self.opt_D.state_dict(),
             "sched_G": self.sched_G.state_dict(), "sched_D": self.sched_D.state_dict(),
             "pool_monet": self.pool_monet.state_dict(), "pool_photo": self.pool_photo.state_dict(),
+            "scaler": self.scaler.state_dict(), "skipped_total": self.skipped_total,
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
             "step": self.step, "epoch": self.epoch, "epoch_step": self.epoch_step,
@@ -216,6 +246,8 @@ class CycleGANTrainer:
         self.sched_D.load_state_dict(state["sched_D"])
         self.pool_monet.load_state_dict(state["pool_monet"], self.device)
         self.pool_photo.load_state_dict(state["pool_photo"], self.device)
+        self.scaler.load_state_dict(state["scaler"])
+        self.skipped_total = state["skipped_total"]
         torch.set_rng_state(state["torch_rng"])
         if state["cuda_rng"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda_rng"])
@@ -232,7 +264,7 @@ class CycleGANTrainer:
         return {
             "steps": self.step, "epochs_completed": self.epoch, "train_seconds": round(self.train_seconds, 2),
             "seconds_per_step": round(self.train_seconds / max(1, len(self.history)), 4),
-            "device": str(self.device),
+            "device": str(self.device), "speed": asdict(self.speed), "skipped_steps": self.skipped_total,
             "final": {name: mean(tail, name) for name in LOSS_NAMES},
             "mean": {name: mean(self.history, name) for name in LOSS_NAMES},
         }
@@ -263,6 +295,6 @@ def load_generator(path: str | os.PathLike, direction: str = "photo2monet", devi
     """The generator of a checkpoint, in eval mode, and the config it was trained with."""
     state = read_checkpoint(path)
     config = CycleGANConfig.from_dict(state["config"])
-    generator = ResnetGenerator(config.ngf, config.n_res_blocks)
+    generator = ResnetGenerator(config.ngf, config.n_res_blocks, norm=config.norm)
     generator.load_state_dict(state["networks"][f"G_{direction}"])
     return generator.to(resolve_device(device)).eval(), config

@@ -36,4 +36,4 @@ def dataset_dir(tmp_path) -> Path:
 @pytest.fixture
 def tiny_config(tmp_path) -> CycleGANConfig:
     return CycleGANConfig(image_size=32, ngf=4, ndf=4, n_res_blocks=1, batch_size=2, num_workers=0,
-                          pool_size=3, device="cpu", output_dir=str(tmp_path / "out"))
+                          pool_size=3, device="cpu", amp="off", output_dir=str(tmp_path / "out"))

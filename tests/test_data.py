@@ -132,3 +132,47 @@ def test_real_kaggle_data_loads(tiny_config):
                                    list_images(KAGGLE_DATA / "monet_jpg"), data.train_transform(64))
     photo, monet = next(iter(make_train_loader(config, dataset)))
     assert photo.shape == monet.shape == (2, 3, 64, 64)
+
+
+def coloured_dataset(tmp_path, tiny_config, count=6):
+    """Photo i is a flat image of grey level 10 * (i + 1), so a batch tells which photos it holds."""
+    from PIL import Image
+    root = tmp_path / "flat"
+    for folder in ("photo_jpg", "monet_jpg"):
+        (root / folder).mkdir(parents=True)
+    for i in range(count):
+        Image.new("RGB", (40, 40), (10 * (i + 1),) * 3).save(root / "photo_jpg" / f"p{i}.png")
+    Image.new("RGB", (40, 40), (200, 0, 0)).save(root / "monet_jpg" / "m.png")
+    return build_dataset(tiny_config, root)
+
+
+def test_memory_loader_covers_every_photo_once_per_epoch_and_resumes(tmp_path, tiny_config):
+    dataset = coloured_dataset(tmp_path, tiny_config)
+    loader = make_train_loader(tiny_config, dataset, "memory")
+    assert loader.steps_per_epoch == 3
+    epoch0 = list(loader)
+    photo, monet = epoch0[0]
+    assert photo.shape == monet.shape == (2, 3, 32, 32) and photo.dtype == torch.float32
+    levels = sorted(round(((b[:, 0, 16, 16] + 1) * 127.5 / 10).round().tolist()[i]) for b, _ in epoch0 for i in range(2))
+    assert levels == [1, 2, 3, 4, 5, 6]
+    assert torch.allclose(monet[:, 0], torch.full_like(monet[:, 0], 200 / 127.5 - 1), atol=0.02)
+    loader.set_epoch(0, start_batch=1)
+    assert len(loader) == 2
+    assert all(torch.equal(a[0], b[0]) for a, b in zip(list(loader), epoch0[1:]))
+    loader.set_epoch(1)
+    assert not all(torch.equal(a[0], b[0]) for a, b in zip(list(loader), epoch0))
+
+
+def test_memory_loader_crop_and_flip_are_the_reference_jitter(tiny_config):
+    from monet_utils.data import InMemoryLoader
+    loader = InMemoryLoader.__new__(InMemoryLoader)
+    loader.image_size, loader.load_size = 4, 4  # no resize: the crop is the whole image
+    ramp = torch.arange(4, dtype=torch.uint8).repeat(4, 1)[None, None].repeat(8, 3, 1, 1) * 50  # columns 0..150
+    out = loader.augment(ramp, torch.Generator().manual_seed(0))
+    expected = ramp.float() / 127.5 - 1
+    flipped = [torch.equal(o, expected[0].flip(-1)) for o in out]
+    assert all(f or torch.equal(o, expected[0]) for f, o in zip(flipped, out))
+    assert 0 < sum(flipped) < 8  # both outcomes occur
+    loader.load_size = 8  # now a 4x4 crop of the 8x8 upsampled ramp
+    crops = loader.augment(ramp, torch.Generator().manual_seed(1))
+    assert crops.shape == (8, 3, 4, 4) and crops.min() >= -1 and crops.max() <= 1

@@ -66,16 +66,17 @@ def test_fit_stops_at_max_steps_and_checkpoints(tiny_config, dataset_dir):
     assert (trainer.checkpoint_path.parent / "config.json").exists()
 
 
-def test_resume_gives_the_same_weights_as_one_straight_run(tiny_config, dataset_dir, tmp_path):
+@pytest.mark.parametrize("data_path", ["loader", "memory"])
+def test_resume_gives_the_same_weights_as_one_straight_run(tiny_config, dataset_dir, tmp_path, data_path):
     """7 steps straight vs 4 steps, a new trainer loading the checkpoint, then 3 more. With 3
     steps an epoch the stop falls mid-epoch after an LR decay step, the rest crosses another
     boundary, and the pools (size 3) are full and swapping."""
     def run(config):
         trainer = CycleGANTrainer(config)
-        trainer.fit(make_train_loader(config, build_dataset(config, dataset_dir)), progress=False)
+        trainer.fit(trainer.train_loader(build_dataset(config, dataset_dir)), progress=False)
         return trainer
 
-    base = tiny_config.replace(epochs=3, decay_epochs=2)
+    base = tiny_config.replace(epochs=3, decay_epochs=2, data_path=data_path)
     straight = run(base.replace(max_steps=7, output_dir=str(tmp_path / "straight")))
     run(base.replace(max_steps=4, output_dir=str(tmp_path / "split")))
     resumed = run(base.replace(max_steps=7, output_dir=str(tmp_path / "split")))
@@ -146,7 +147,7 @@ def test_metrics_summarise_the_last_tenth_and_time_adds_up_over_resumes(tiny_con
 
 
 def test_accelerator_check_explains_an_unsupported_gpu(monkeypatch):
-    from monet_utils.training import check_accelerator
+    from monet_utils.acceleration import check_accelerator
     assert check_accelerator().startswith("No GPU") if not torch.cuda.is_available() else True
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda: "Tesla P100-PCIE-16GB")

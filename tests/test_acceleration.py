@@ -1,0 +1,147 @@
+"""Speed switches: resolution per device, equivalence to the reference, and non-finite losses."""
+import pytest
+import torch
+
+from monet_utils import acceleration
+from monet_utils.acceleration import resolve_speed
+from monet_utils.config import CycleGANConfig
+from monet_utils.training import CycleGANTrainer, NonFiniteLossError
+
+from .test_training import fixed_batch, weights
+
+REFERENCE = dict(amp="off", channels_last="off", compile="off", fused_adam="off", norm="instance")
+
+
+def run_steps(config, steps=3):
+    trainer = CycleGANTrainer(config)
+    batch = fixed_batch(size=32)
+    return trainer, [trainer.train_step(*batch) for _ in range(steps)]
+
+
+def first_step(config):
+    """Losses of one step and the gradients it computed (optimizer steps leave .grad alone)."""
+    trainer, losses = run_steps(config, steps=1)
+    grads = torch.cat([p.grad.flatten() for net in trainer.networks.values() for p in net.parameters()])
+    return losses[0], grads
+
+
+def assert_close_losses(a, b, rel):
+    for step_a, step_b in zip(a, b):
+        for name in step_a:
+            assert step_b[name] == pytest.approx(step_a[name], rel=rel, abs=1e-6), name
+
+
+@pytest.fixture
+def reference(tiny_config):
+    return tiny_config.replace(**REFERENCE, ngf=8, n_res_blocks=2)
+
+
+SWITCHES = [dict(channels_last="on"), dict(norm="group"), dict(fused_adam="on"), dict(compile="on")]
+
+
+@pytest.mark.parametrize("switch", SWITCHES, ids=lambda s: ",".join(s))
+def test_switches_compute_the_reference_losses_and_gradients(reference, switch):
+    expected_losses, expected_grads = first_step(reference)
+    losses, grads = first_step(reference.replace(**switch))
+    assert_close_losses([expected_losses], [losses], rel=1e-4)
+    assert ((grads - expected_grads).norm() / expected_grads.norm()).item() < 1e-4
+
+
+@pytest.mark.parametrize("switch", SWITCHES, ids=lambda s: ",".join(s))
+def test_switches_follow_the_reference_over_several_steps(reference, switch):
+    """At the paper's lr, Adam's first updates are +-lr whatever a gradient's size, so rounding-level
+    differences become lr-sized weight differences that the GAN game then amplifies (measured: 1e-6
+    after one step, 1e-2 after four, for any change of summation order). A small lr keeps the
+    trajectories comparable while still running every optimizer step."""
+    config = reference.replace(lr=1e-6)
+    assert_close_losses(run_steps(config, 4)[1], run_steps(config.replace(**switch), 4)[1], rel=1e-4)
+
+
+def test_channels_last_uses_group_norm_and_compile_keeps_checkpoint_keys(reference):
+    trainer = CycleGANTrainer(reference.replace(channels_last="on", compile="on"))
+    assert trainer.speed.norm == "group"
+    assert any(isinstance(m, torch.nn.GroupNorm) for m in trainer.G_photo2monet.modules())
+    assert trainer.G_photo2monet.model[1].weight.is_contiguous(memory_format=torch.channels_last)
+    assert set(trainer.G_photo2monet.state_dict()) == set(CycleGANTrainer(reference).G_photo2monet.state_dict())
+
+
+def test_bf16_stays_close_and_still_learns(reference):
+    expected, _ = first_step(reference)
+    trainer, losses = run_steps(reference.replace(amp="bf16"))
+    # bf16 keeps 8 bits of mantissa: about 2-3 significant digits per operation.
+    assert_close_losses([expected], losses[:1], rel=5e-2)
+    batch = fixed_batch(size=32)
+    cycle = [trainer.train_step(*batch)["cycle_photo"] for _ in range(25)]
+    assert sum(cycle[-3:]) / 3 < 0.75 * sum(l["cycle_photo"] for l in losses) / 3
+
+
+@pytest.mark.parametrize("native_bf16, amp", [(True, "bf16"), (False, "off")])
+def test_auto_on_cpu_and_explicit_choices(monkeypatch, native_bf16, amp):
+    monkeypatch.setattr(acceleration, "cpu_has_native_bf16", lambda: native_bf16)
+    cpu = torch.device("cpu")
+    auto = resolve_speed(CycleGANConfig(), cpu)
+    assert (auto.amp, auto.channels_last, auto.compile, auto.fused_adam, auto.data_path) == (
+        amp, False, False, False, "memory")
+    chosen = resolve_speed(CycleGANConfig(amp="bf16", compile="on", channels_last="on", data_path="loader"), cpu)
+    assert (chosen.amp, chosen.compile, chosen.channels_last, chosen.data_path) == ("bf16", True, True, "loader")
+    with pytest.raises(ValueError, match="fp16.*CUDA"):
+        resolve_speed(CycleGANConfig(amp="fp16"), cpu)
+
+
+@pytest.mark.parametrize("capability, bf16, amp, compiled", [((9, 0), True, "bf16", True), ((7, 5), False, "fp16", True),
+                                                            ((6, 0), False, "fp16", False)])
+def test_auto_on_cuda_follows_the_hardware(monkeypatch, capability, bf16, amp, compiled):
+    monkeypatch.setattr(acceleration, "cuda_capability", lambda device: capability)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: bf16)
+    speed = resolve_speed(CycleGANConfig(), torch.device("cuda"))
+    assert (speed.amp, speed.compile, speed.fused_adam) == (amp, compiled, True)
+
+
+def test_compile_is_refused_below_capability_7(monkeypatch, capsys):
+    monkeypatch.setattr(acceleration, "cuda_capability", lambda device: (6, 0))
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: False)
+    assert not resolve_speed(CycleGANConfig(compile="on"), torch.device("cuda")).compile
+    assert "compute capability 7.0+" in capsys.readouterr().out
+
+
+def test_a_non_finite_loss_is_skipped_and_repeated_ones_stop_training(tiny_config):
+    trainer = CycleGANTrainer(tiny_config.replace(max_skipped_steps=3))
+    photo, monet = fixed_batch()
+    photo[0, 0, 0, 0] = float("nan")
+    before = weights(trainer)
+    losses = trainer.train_step(photo, monet)
+    assert losses["cycle_photo"] != losses["cycle_photo"]  # nan
+    after = weights(trainer)
+    assert all(torch.equal(before[k], after[k]) for k in before)  # no weight moved
+    assert trainer.skipped_in_a_row == 1
+    trainer.train_step(*fixed_batch())  # a finite step resets the count and trains
+    assert trainer.skipped_in_a_row == 0 and trainer.skipped_total == 1
+    trainer.train_step(photo, monet)
+    trainer.train_step(photo, monet)
+    with pytest.raises(NonFiniteLossError, match="not finite for 3 steps in a row.*last checkpoint is intact"):
+        trainer.train_step(photo, monet)
+
+
+def test_one_grad_scaler_serves_both_optimizers_and_backs_off_on_overflow(tiny_config):
+    """The fp16 logic on CPU: a scale so large that the scaled gradients overflow makes the
+    scaler skip both optimizers and halve the scale; a sane scale then trains both."""
+    trainer = CycleGANTrainer(tiny_config)
+    trainer.scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 127, growth_interval=1)
+    before = weights(trainer)
+    trainer.train_step(*fixed_batch())
+    assert all(torch.equal(before[k], v) for k, v in weights(trainer).items())
+    assert trainer.scaler.get_scale() == 2.0 ** 126
+    trainer.scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 8)
+    trainer.train_step(*fixed_batch())
+    changed = weights(trainer)
+    for prefix in ("G_photo2monet", "D_monet"):
+        assert any(not torch.equal(before[k], changed[k]) for k in before if k.startswith(prefix))
+
+
+def test_non_finite_skip_backs_off_the_fp16_scale(tiny_config):
+    trainer = CycleGANTrainer(tiny_config)
+    trainer.scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)
+    photo, monet = fixed_batch()
+    photo[0, 0, 0, 0] = float("inf")
+    trainer.train_step(photo, monet)
+    assert trainer.scaler.get_scale() == 512.0
