@@ -202,7 +202,7 @@ class CycleGANTrainer:
                     break
                 if self.step % cfg.checkpoint_every == 0:
                     self.save()
-            else:
+            if self.epoch_step >= loader.steps_per_epoch:  # also when max_steps ends exactly on an epoch
                 self.epoch += 1
                 self.epoch_step = 0
                 self.sched_G.step()

@@ -140,6 +140,10 @@ def test_metrics_summarise_the_last_tenth_and_time_adds_up_over_resumes(tiny_con
     assert metrics["final"]["cycle_photo"] == trainer.history[-1]["cycle_photo"]  # a tenth of 10 steps is 1
     assert metrics["mean"]["D_monet"] == pytest.approx(sum(h["D_monet"] for h in trainer.history) / 10)
     first = trainer.train_seconds
+    exact = CycleGANTrainer(config.replace(max_steps=6, output_dir=config.output_dir + "_exact"))
+    exact.fit(make_train_loader(config, build_dataset(config, dataset_dir)), progress=False)
+    assert exact.metrics()["epochs_completed"] == 2  # max_steps ending exactly on an epoch completes it
+    assert exact.sched_G.last_epoch == 2
     assert first > 0
     resumed = CycleGANTrainer(config.replace(max_steps=12))
     resumed.fit(make_train_loader(config, build_dataset(config, dataset_dir)), progress=False)
