@@ -113,9 +113,10 @@ def train_transform(image_size: int) -> A.Compose:
     ])
 
 
-def eval_transform(image_size: int) -> A.Compose:
+def eval_transform(height: int, width: int | None = None) -> A.Compose:
+    """Resize (square unless `width` is given) and normalise, no augmentation."""
     return A.Compose([
-        A.Resize(image_size, image_size),
+        A.Resize(height, width or height),
         A.Normalize(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), max_pixel_value=255.0),
         ToTensorV2(),
     ])
@@ -210,7 +211,7 @@ class AugmentingLoader(DataLoader):
 
 
 def decode_all(paths, image_size: int) -> torch.Tensor:
-    """N x 3 x size x size uint8, decoded in threads (PIL releases the GIL)."""
+    """N x 3 x size x size uint8 from paths or open files, decoded in threads (PIL releases the GIL)."""
     def decode(path):
         with Image.open(path) as image:
             image = image.convert("RGB")

@@ -14,14 +14,13 @@ import warnings
 import zipfile
 from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image
 from torch import nn
 from torch.nn import functional as F
 from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.mifid import MemorizationInformedFrechetInceptionDistance
 
+from .data import decode_all
 from .progress import progress_bar
 
 FID_HELPER_WEIGHTS = "default_1.pt"
@@ -90,7 +89,7 @@ def find_feature_network(path: str | os.PathLike | None = None) -> nn.Module | N
 def image_folder_batches(paths, batch_size: int = 32):
     """uint8 NCHW batches of the images at `paths`, resized to 256x256 where they differ."""
     for start in range(0, len(paths), batch_size):
-        yield torch.stack([_to_uint8_tensor(Image.open(p)) for p in paths[start:start + batch_size]])
+        yield decode_all(paths[start:start + batch_size], 256)
 
 
 def zip_batches(zip_path: str | os.PathLike, batch_size: int = 32):
@@ -98,15 +97,7 @@ def zip_batches(zip_path: str | os.PathLike, batch_size: int = 32):
     with zipfile.ZipFile(zip_path) as archive:
         names = [n for n in archive.namelist() if n.lower().endswith((".jpg", ".jpeg"))]
         for start in range(0, len(names), batch_size):
-            yield torch.stack([_to_uint8_tensor(Image.open(io.BytesIO(archive.read(n))))
-                               for n in names[start:start + batch_size]])
-
-
-def _to_uint8_tensor(image: Image.Image) -> torch.Tensor:
-    image = image.convert("RGB")
-    if image.size != (256, 256):
-        image = image.resize((256, 256), Image.Resampling.BILINEAR)
-    return torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1)
+            yield decode_all([io.BytesIO(archive.read(n)) for n in names[start:start + batch_size]], 256)
 
 
 @torch.inference_mode()

@@ -12,12 +12,10 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import albumentations as A
 import torch
-from albumentations.pytorch import ToTensorV2
 from PIL import Image
 
-from .data import DataError, load_rgb, readable_images, to_uint8_image
+from .data import DataError, eval_transform, load_rgb, readable_images, to_uint8_image
 from .progress import progress_bar
 from .training import load_generator
 
@@ -47,7 +45,7 @@ def input_size(path, image_size: int | None) -> tuple[int, int]:
 
 
 def load_batch(paths, size: tuple[int, int]) -> torch.Tensor:
-    transform = A.Compose([A.Resize(*size), A.Normalize(mean=(0.5,) * 3, std=(0.5,) * 3), ToTensorV2()])
+    transform = eval_transform(*size)
     return torch.stack([transform(image=load_rgb(p))["image"] for p in paths])
 
 
