@@ -11,8 +11,8 @@ import albumentations as A
 import numpy as np
 import torch
 from albumentations.pytorch import ToTensorV2
-from torch.nn import functional as F
 from PIL import Image
+from torch.nn import functional as F
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .config import CycleGANConfig
@@ -279,7 +279,8 @@ def make_train_loader(config: CycleGANConfig, dataset: UnpairedDataset, data_pat
     return AugmentingLoader(dataset, config)
 
 
-def load_images(paths, image_size: int) -> torch.Tensor:
-    """A batch of images resized and normalised for the generators, no augmentation."""
-    transform = eval_transform(image_size)
+def load_images(paths, height: int, width: int | None = None) -> torch.Tensor:
+    """A batch of images resized (square unless `width` is given) and normalised for the
+    generators, no augmentation."""
+    transform = eval_transform(height, width)
     return torch.stack([transform(image=load_rgb(p))["image"] for p in paths])

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from .data import DataError, eval_transform, load_rgb, readable_images, to_uint8_image
+from .data import DataError, load_images, readable_images, to_uint8_image
 from .progress import progress_bar
 from .training import load_generator
 
@@ -44,11 +44,6 @@ def input_size(path, image_size: int | None) -> tuple[int, int]:
     return height // 4 * 4, width // 4 * 4
 
 
-def load_batch(paths, size: tuple[int, int]) -> torch.Tensor:
-    transform = eval_transform(*size)
-    return torch.stack([transform(image=load_rgb(p))["image"] for p in paths])
-
-
 def plan_batches(paths, image_size: int | None, batch_size: int) -> list[tuple[list, tuple[int, int]]]:
     """Consecutive images of one input size go together, since a batch needs equal sizes."""
     batches: list[tuple[list, tuple[int, int]]] = []
@@ -70,12 +65,16 @@ def translate_to_jpegs(generator, paths, image_size: int | None = None, output_s
     batches = plan_batches(list(paths), image_size, batch_size)
     bar = progress_bar(total=sum(len(b) for b, _ in batches), desc=desc, unit="image", disable=not progress)
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        loading = deque(pool.submit(load_batch, *batch) for batch in batches[:PREFETCH_BATCHES])
+        def prefetch(batch):
+            batch_paths, (height, width) = batch
+            return pool.submit(load_images, batch_paths, height, width)
+
+        loading = deque(prefetch(batch) for batch in batches[:PREFETCH_BATCHES])
         encoding: deque = deque()
         for index, (batch_paths, _) in enumerate(batches):
             images = loading.popleft().result()
             if index + PREFETCH_BATCHES < len(batches):
-                loading.append(pool.submit(load_batch, *batches[index + PREFETCH_BATCHES]))
+                loading.append(prefetch(batches[index + PREFETCH_BATCHES]))
             fakes = generator(images.to(device, non_blocking=True)).float().cpu()
             encoding.extend((f"{Path(p).stem}.jpg", pool.submit(encode_jpeg, fake, output_size))
                             for p, fake in zip(batch_paths, fakes))

@@ -263,7 +263,7 @@ class CycleGANTrainer:
         mean = lambda records, name: sum(r[name] for r in records) / len(records)  # noqa: E731
         return {
             "steps": self.step, "epochs_completed": self.epoch, "train_seconds": round(self.train_seconds, 2),
-            "seconds_per_step": round(self.train_seconds / max(1, len(self.history)), 4),
+            "seconds_per_step": round(self.train_seconds / max(1, self.step), 4),  # skipped steps took time too
             "device": str(self.device), "speed": asdict(self.speed), "skipped_steps": self.skipped_total,
             "final": {name: mean(tail, name) for name in LOSS_NAMES},
             "mean": {name: mean(self.history, name) for name in LOSS_NAMES},
