@@ -4,8 +4,15 @@
 choices come from `benchmarks/bench_train.py` on a 2-core AVX-512 machine with native bf16 (see
 README): bf16 autocast 2.2-2.5x; fused Adam 1.05x at 64x64 but 0.94x at 256x256 (noise level);
 channels_last 0.79-0.98x (InstanceNorm converts the layout back); compile 0.94-1.01x. The CUDA
-choices follow the hardware: bf16 where the GPU has it (Ampere and newer), fp16 with a gradient
-scaler before that (T4, V100), torch.compile from compute capability 7.0 (Triton's minimum).
+choices follow the hardware, read from the compute capability of the training device and nothing
+else: bf16 from 8.0 (Ampere and newer: A100, L4, H100), fp16 with a gradient scaler before that
+(T4 7.5, V100 7.0), torch.compile from 7.0 (Triton's minimum), and not of bf16 below 8.0.
+
+Calls not trusted, and why: `torch.cuda.is_bf16_supported()` returns True on a T4 (its default
+`including_emulation=True` only checks that a bf16 tensor can be made), although a T4 has no bf16
+tensor cores and Triton cannot compile bf16 for sm_75 (pytorch issue 118122).
+`torch.cuda.get_device_capability()` without an argument reads the current device, which need
+not be the training device.
 """
 from __future__ import annotations
 
@@ -41,13 +48,20 @@ def cpu_has_native_bf16() -> bool:
     return " avx512_bf16" in flags or " amx_bf16" in flags
 
 
+# Native bf16 (tensor cores, Triton support) starts with Ampere.
+BF16_CAPABILITY = (8, 0)
+# Triton, and so torch.compile's GPU code, needs Volta or newer.
+COMPILE_CAPABILITY = (7, 0)
+
+
 def cuda_capability(device: torch.device) -> tuple[int, int]:
-    return torch.cuda.get_device_capability(device) if device.type == "cuda" else (0, 0)
+    """(major, minor) of the training device itself; (0, 0) off CUDA."""
+    return tuple(torch.cuda.get_device_capability(device)) if device.type == "cuda" else (0, 0)
 
 
 def resolve_speed(config: CycleGANConfig, device: torch.device) -> SpeedSettings:
     on_cuda = device.type == "cuda"
-    major, _ = cuda_capability(device)
+    capability = cuda_capability(device)
 
     def choose(value: str, auto: bool) -> bool:
         return auto if value == "auto" else value == "on"
@@ -55,15 +69,21 @@ def resolve_speed(config: CycleGANConfig, device: torch.device) -> SpeedSettings
     if config.amp != "auto":
         amp = config.amp
     elif on_cuda:
-        amp = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        amp = "bf16" if capability >= BF16_CAPABILITY else "fp16"
     else:
         amp = "bf16" if cpu_has_native_bf16() else "off"
     if amp == "fp16" and not on_cuda:
         raise ValueError("config amp='fp16' needs a CUDA device; on CPU use 'bf16' or 'off'")
-    compile_wanted = choose(config.compile, on_cuda and major >= 7)
-    if compile_wanted and on_cuda and major < 7:
-        print(f"torch.compile needs compute capability 7.0+ (this GPU has {major}.x): running eagerly.")
-        compile_wanted = False
+    compile_wanted = choose(config.compile, on_cuda)
+    if compile_wanted and on_cuda:
+        version = "%d.%d" % capability
+        if capability < COMPILE_CAPABILITY:
+            print(f"torch.compile needs compute capability 7.0+ (this GPU has {version}): running eagerly.")
+            compile_wanted = False
+        elif amp == "bf16" and capability < BF16_CAPABILITY:
+            print(f"torch.compile cannot compile bf16 for compute capability {version} (Triton needs 8.0+): "
+                  "running eagerly; amp='fp16' is this GPU's fast precision.")
+            compile_wanted = False
     # Measured 0.79-1.04x on CPU; on GPUs it pays with fp16/bf16 tensor cores: an explicit choice.
     channels_last = choose(config.channels_last, False)
     return SpeedSettings(
@@ -101,14 +121,15 @@ def compile_network(net: torch.nn.Module, settings: SpeedSettings) -> None:
         net.compile()
 
 
-def check_accelerator() -> str:
+def check_accelerator(device: str = "auto") -> str:
     """One line on the device training will use; raises a clear error when the GPU cannot
     run this PyTorch build (Kaggle's P100, compute capability 6.0, has no kernels in recent
     builds, and its first CUDA operation would otherwise fail deep inside training)."""
-    if not torch.cuda.is_available():
+    if device == "cpu" or not torch.cuda.is_available():
         return "No GPU: training runs on the CPU (slow at 256x256; on Kaggle pick a GPU accelerator)."
-    major, minor = torch.cuda.get_device_capability()
-    name, built_for = torch.cuda.get_device_name(), torch.cuda.get_arch_list()
+    cuda = torch.device("cuda" if device == "auto" else device)
+    major, minor = cuda_capability(cuda)
+    name, built_for = torch.cuda.get_device_name(cuda), torch.cuda.get_arch_list()
     supported = {int(arch.split("_")[1]) for arch in built_for if arch.startswith(("sm_", "compute_"))}
     if supported and major * 10 + minor < min(supported):
         raise RuntimeError(

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from monet_utils import acceleration
-from monet_utils.acceleration import resolve_speed
+from monet_utils.acceleration import check_accelerator, resolve_speed
 from monet_utils.config import CycleGANConfig
 from monet_utils.training import CycleGANTrainer, NonFiniteLossError
 
@@ -88,20 +88,55 @@ def test_auto_on_cpu_and_explicit_choices(monkeypatch, native_bf16, amp):
         resolve_speed(CycleGANConfig(amp="fp16"), cpu)
 
 
-@pytest.mark.parametrize("capability, bf16, amp, compiled", [((9, 0), True, "bf16", True), ((7, 5), False, "fp16", True),
-                                                            ((6, 0), False, "fp16", False)])
-def test_auto_on_cuda_follows_the_hardware(monkeypatch, capability, bf16, amp, compiled):
-    monkeypatch.setattr(acceleration, "cuda_capability", lambda device: capability)
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: bf16)
+def fake_gpus(monkeypatch, *capabilities):
+    """GPUs as PyTorch reports them: a capability per device index (None = the current device,
+    index 0), and `is_bf16_supported()` True on every one of them, as on a real T4 (emulation counts)."""
+    def get_device_capability(device=None):
+        index = torch.device(device).index if device is not None else None
+        return capabilities[index or 0]
+    monkeypatch.setattr(torch.cuda, "get_device_capability", get_device_capability)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
+
+
+@pytest.mark.parametrize("capability, amp, compiled", [((9, 0), "bf16", True), ((8, 0), "bf16", True),
+                                                       ((7, 5), "fp16", True), ((7, 0), "fp16", True),
+                                                       ((6, 0), "fp16", False)])
+def test_auto_on_cuda_follows_the_compute_capability(monkeypatch, capability, amp, compiled):
+    fake_gpus(monkeypatch, capability)
     speed = resolve_speed(CycleGANConfig(), torch.device("cuda"))
     assert (speed.amp, speed.compile, speed.fused_adam) == (amp, compiled, True)
 
 
+def test_the_training_device_decides_not_the_current_one(monkeypatch):
+    fake_gpus(monkeypatch, (9, 0), (7, 5))  # current device 0 is an H100, training runs on a T4
+    assert resolve_speed(CycleGANConfig(), torch.device("cuda:1")).amp == "fp16"
+    assert resolve_speed(CycleGANConfig(), torch.device("cuda:0")).amp == "bf16"
+
+
+def test_explicit_bf16_on_a_t4_runs_eagerly(monkeypatch, capsys):
+    fake_gpus(monkeypatch, (7, 5), (7, 5))  # Kaggle's T4 x2
+    speed = resolve_speed(CycleGANConfig(amp="bf16"), torch.device("cuda:1"))
+    assert (speed.amp, speed.compile) == ("bf16", False)
+    assert "cannot compile bf16 for compute capability 7.5" in capsys.readouterr().out
+    assert resolve_speed(CycleGANConfig(amp="fp16"), torch.device("cuda:1")).compile
+
+
 def test_compile_is_refused_below_capability_7(monkeypatch, capsys):
-    monkeypatch.setattr(acceleration, "cuda_capability", lambda device: (6, 0))
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: False)
+    fake_gpus(monkeypatch, (6, 0))
     assert not resolve_speed(CycleGANConfig(compile="on"), torch.device("cuda")).compile
     assert "compute capability 7.0+" in capsys.readouterr().out
+
+
+def test_check_accelerator_reads_the_training_device(monkeypatch):
+    fake_gpus(monkeypatch, (7, 5), (6, 0))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: ["Tesla T4", "Tesla P100"][
+        torch.device(device).index or 0])
+    monkeypatch.setattr(torch.cuda, "get_arch_list", lambda: ["sm_70", "sm_75", "sm_80", "sm_90"])
+    assert "Tesla T4 (compute capability 7.5)" in check_accelerator("cuda:0")
+    with pytest.raises(RuntimeError, match="Tesla P100 .*6.0.*GPU T4 x2"):
+        check_accelerator("cuda:1")
+    assert check_accelerator("cpu").startswith("No GPU")
 
 
 def test_a_non_finite_loss_is_skipped_and_repeated_ones_stop_training(tiny_config):
