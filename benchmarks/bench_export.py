@@ -20,7 +20,7 @@ from PIL import Image
 from monet_utils.data import load_images
 from monet_utils.models import ResnetGenerator, init_weights
 from monet_utils.submission import check_submission_zip, write_submission_zip
-from monet_utils.training import resolve_device
+from monet_utils.acceleration import resolve_device
 
 
 def make_photos(folder: Path, count: int) -> list[Path]:

@@ -64,7 +64,7 @@ def data_path_speed(args) -> list[tuple[str, float]]:
     from monet_utils.data import build_dataset, make_train_loader
     from monet_utils.demo_data import make_demo_dataset
 
-    from monet_utils.training import resolve_device
+    from monet_utils.acceleration import resolve_device
 
     device = resolve_device(args.device)
     rows = []

@@ -8,7 +8,7 @@ from .config import ConfigError, parse_value
 from .data import DataError
 from .runner import NotebookRunError, run_main_job
 from .stylize import stylize
-from .training import CheckpointError
+from .checkpoints import CheckpointError
 
 
 def main(argv=None) -> int:

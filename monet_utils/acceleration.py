@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from .config import CycleGANConfig
+from .config import ConfigError, CycleGANConfig
 
 
 @dataclass(frozen=True)
@@ -37,6 +37,19 @@ class SpeedSettings:
     @property
     def autocast_dtype(self) -> torch.dtype | None:
         return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.amp)
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' is CUDA when present, else the CPU; a CUDA device that is not there is a ConfigError."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda"):
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        index = torch.device(name).index or 0
+        if index >= count:
+            seen = f"{count} CUDA device(s)" if count else "no CUDA device"
+            raise ConfigError(f"config 'device' is {name!r} but torch sees {seen}; use 'auto' or 'cpu'")
+    return torch.device(name)
 
 
 def cpu_has_native_bf16() -> bool:
@@ -73,7 +86,7 @@ def resolve_speed(config: CycleGANConfig, device: torch.device) -> SpeedSettings
     else:
         amp = "bf16" if cpu_has_native_bf16() else "off"
     if amp == "fp16" and not on_cuda:
-        raise ValueError("config amp='fp16' needs a CUDA device; on CPU use 'bf16' or 'off'")
+        raise ConfigError("config 'amp' is 'fp16', which needs a CUDA device; on the CPU use 'bf16' or 'off'")
     compile_wanted = choose(config.compile, on_cuda)
     if compile_wanted and on_cuda:
         version = "%d.%d" % capability

@@ -17,7 +17,7 @@ from PIL import Image
 
 from .data import DataError, load_images, readable_images, to_uint8_image
 from .progress import progress_bar
-from .training import load_generator
+from .checkpoints import load_generator
 
 PREFETCH_BATCHES = 2
 

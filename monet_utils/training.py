@@ -17,7 +17,8 @@ from pathlib import Path
 import torch
 from torch.nn import functional as F
 
-from .acceleration import autocast, compile_network, make_grad_scaler, resolve_speed
+from .acceleration import autocast, compile_network, make_grad_scaler, resolve_device, resolve_speed
+from .checkpoints import check_architecture, load_network, read_checkpoint, write_checkpoint
 from .config import CycleGANConfig
 from .data import make_train_loader
 from .image_pool import ImagePool
@@ -31,23 +32,10 @@ LOSS_NAMES = (
     "idt_photo2monet", "idt_monet2photo",  # each generator fed its own output domain
     "D_monet", "D_photo",
 )
-ARCHITECTURE_KEYS = ("ngf", "ndf", "n_res_blocks")
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint is missing, unreadable, or was made for another architecture."""
 
 
 class NonFiniteLossError(FloatingPointError):
     """Losses stayed inf/nan for `max_skipped_steps` steps in a row: training diverged."""
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"config device={name!r} but torch sees no CUDA device; use 'auto' or 'cpu'")
-    return torch.device(name)
 
 
 def set_requires_grad(nets, requires_grad: bool) -> None:
@@ -226,12 +214,7 @@ class CycleGANTrainer:
         }
 
     def save(self, path: str | os.PathLike | None = None) -> Path:
-        """Write to a temporary name and rename, so a crash never leaves a half-written checkpoint."""
-        path = Path(path) if path else self.checkpoint_path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        torch.save(self.state_dict(), tmp)
-        os.replace(tmp, path)
+        path = write_checkpoint(self.state_dict(), path or self.checkpoint_path)
         self.config.save(path.parent / "config.json")
         return path
 
@@ -239,7 +222,7 @@ class CycleGANTrainer:
         state = read_checkpoint(path)
         check_architecture(state["config"], self.config, path)
         for name, net in self.networks.items():
-            net.load_state_dict(state["networks"][name])
+            load_network(net, state["networks"][name], name, path)
         self.opt_G.load_state_dict(state["opt_G"])
         self.opt_D.load_state_dict(state["opt_D"])
         self.sched_G.load_state_dict(state["sched_G"])
@@ -268,33 +251,3 @@ class CycleGANTrainer:
             "final": {name: mean(tail, name) for name in LOSS_NAMES},
             "mean": {name: mean(self.history, name) for name in LOSS_NAMES},
         }
-
-
-def read_checkpoint(path: str | os.PathLike) -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist")
-    try:
-        # weights_only=False: the state holds the pools' Python RNG state; only load your own files.
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as err:  # torch raises several types for corrupt files
-        raise CheckpointError(f"checkpoint {path} could not be read: {err}") from None
-    if not isinstance(state, dict) or "networks" not in state or "config" not in state:
-        raise CheckpointError(f"{path} is not a monet_utils checkpoint (no 'networks'/'config' entries)")
-    return state
-
-
-def check_architecture(saved: dict, config: CycleGANConfig, path) -> None:
-    differ = {k: (saved.get(k), getattr(config, k)) for k in ARCHITECTURE_KEYS if saved.get(k) != getattr(config, k)}
-    if differ:
-        detail = ", ".join(f"{k}: checkpoint {a} vs config {b}" for k, (a, b) in differ.items())
-        raise CheckpointError(f"checkpoint {path} was made for another architecture ({detail})")
-
-
-def load_generator(path: str | os.PathLike, direction: str = "photo2monet", device: str = "auto"):
-    """The generator of a checkpoint, in eval mode, and the config it was trained with."""
-    state = read_checkpoint(path)
-    config = CycleGANConfig.from_dict(state["config"])
-    generator = ResnetGenerator(config.ngf, config.n_res_blocks, norm=config.norm)
-    generator.load_state_dict(state["networks"][f"G_{direction}"])
-    return generator.to(resolve_device(device)).eval(), config

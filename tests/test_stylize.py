@@ -7,7 +7,8 @@ from PIL import Image
 from monet_utils.__main__ import main
 from monet_utils.data import DataError
 from monet_utils.stylize import plan_batches, stylize
-from monet_utils.training import CheckpointError, CycleGANTrainer
+from monet_utils.checkpoints import CheckpointError
+from monet_utils.training import CycleGANTrainer
 
 from .conftest import write_images
 

@@ -1,0 +1,93 @@
+"""Checkpoint files: written atomically, read as data only, checked against the config.
+
+Training, stylize, sweeps and export all go through here. Checkpoints are loaded with
+`torch.load(weights_only=True)`: tensors and plain Python values, never pickled code, so a
+checkpoint downloaded from someone else cannot run anything when it is opened.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import torch
+
+from .acceleration import resolve_device
+from .config import CycleGANConfig
+from .models import ResnetGenerator
+
+ARCHITECTURE_KEYS = ("ngf", "ndf", "n_res_blocks")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing, unreadable, not ours, made for another architecture, or could not be written."""
+
+
+def write_checkpoint(state: dict, path: str | os.PathLike) -> Path:
+    """Write under a temporary name, then rename: a crash or a full disk never leaves a
+    half-written checkpoint, and the previous one stays as it was."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+    except (OSError, RuntimeError) as err:  # a full disk surfaces as RuntimeError from torch's zip writer
+        tmp.unlink(missing_ok=True)
+        free_mb = shutil.disk_usage(path.parent).free / 2 ** 20
+        kept = "the previous checkpoint is kept" if path.exists() else "no checkpoint was written"
+        raise CheckpointError(f"could not write checkpoint {path} ({free_mb:,.0f} MB free on its disk; "
+                              f"{type(err).__name__}: {str(err).splitlines()[0]}); {kept}") from None
+    return path
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict:
+    """The state in `path`, read as data only; CheckpointError if it is anything else."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} is a folder, not a checkpoint file")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - torch raises several types for corrupt or unsafe files
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        if "weights_only" in str(err) or "Unsupported global" in str(err):
+            reason = "it holds Python objects other than tensors and plain values, which are refused unread"
+        raise CheckpointError(f"checkpoint {path} could not be read: {reason}") from None
+    if not isinstance(state, dict) or "networks" not in state or "config" not in state:
+        raise CheckpointError(f"{path} is not a monet_utils checkpoint (no 'networks'/'config' entries)")
+    return state
+
+
+def checkpoint_config(state: dict, path) -> CycleGANConfig:
+    try:
+        return CycleGANConfig.from_dict(state["config"])
+    except (TypeError, ValueError) as err:
+        raise CheckpointError(f"checkpoint {path} holds an invalid config: {err}") from None
+
+
+def check_architecture(saved: dict, config: CycleGANConfig, path) -> None:
+    differ = {k: (saved.get(k), getattr(config, k)) for k in ARCHITECTURE_KEYS if saved.get(k) != getattr(config, k)}
+    if differ:
+        detail = ", ".join(f"{k}: checkpoint {a} vs config {b}" for k, (a, b) in differ.items())
+        raise CheckpointError(f"checkpoint {path} was made for another architecture ({detail})")
+
+
+def load_network(net: torch.nn.Module, weights: dict, name: str, path) -> None:
+    """`load_state_dict`, with a mismatch between weights and config reported as a CheckpointError."""
+    try:
+        net.load_state_dict(weights)
+    except RuntimeError as err:
+        first = str(err).splitlines()[0]
+        raise CheckpointError(f"checkpoint {path}: the {name} weights do not fit the architecture its "
+                              f"config describes ({first})") from None
+
+
+def load_generator(path: str | os.PathLike, direction: str = "photo2monet", device: str = "auto"):
+    """The generator of a training checkpoint, in eval mode, and the config it was trained with."""
+    state = read_checkpoint(path)
+    config = checkpoint_config(state, path)
+    generator = ResnetGenerator(config.ngf, config.n_res_blocks, norm=config.norm)
+    load_network(generator, state["networks"][f"G_{direction}"], f"G_{direction}", path)
+    return generator.to(resolve_device(device)).eval(), config
