@@ -6,7 +6,7 @@ import sys
 
 from .config import ConfigError, parse_value
 from .data import DataError
-from .runner import NotebookRunError, run_main_job
+from .runner import NotebookRunError, RunInterrupted, run_main_job
 from .stylize import stylize
 from .checkpoints import CheckpointError
 
@@ -49,7 +49,10 @@ def main(argv=None) -> int:
             from .demo_data import DEMO_DIR, make_demo_dataset
             root = make_demo_dataset(args.out or DEMO_DIR, args.photos, args.paintings, seed=args.seed)
             print(f"Demo data written to {root}")
-    except (ConfigError, DataError, NotebookRunError, CheckpointError) as err:
+    except RunInterrupted as err:
+        print(err, file=sys.stderr)
+        return 130  # the shell's code for a run stopped by Ctrl-C
+    except (ConfigError, DataError, NotebookRunError, CheckpointError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0

@@ -37,6 +37,7 @@ class CycleGANConfig:
     # Run control.
     max_steps: int = 0  # stop after this many optimizer steps in total; 0 = no limit
     checkpoint_every: int = 500  # steps between checkpoints (one is also written at each epoch end)
+    checkpoint_minutes: float = 10.0  # also save when this long has passed since the last save; 0 = off
     num_workers: int = 2
     device: str = "auto"  # "auto" picks cuda when available, else cpu
     # Speed switches; "auto" picks per device (monet_utils.acceleration says how and why).
@@ -63,11 +64,11 @@ class CycleGANConfig:
             _check_type(self, name, int)
             if getattr(self, name) < 0:
                 raise ConfigError(f"config '{name}' must be >= 0, got {getattr(self, name)!r}")
-        for name in ("lr", "cycle_lambda", "identity_weight", "init_gain"):
+        for name in ("lr", "cycle_lambda", "identity_weight", "init_gain", "checkpoint_minutes"):
             _check_type(self, name, float)
         if self.lr <= 0:
             raise ConfigError(f"config 'lr' must be > 0, got {self.lr!r}")
-        for name in ("cycle_lambda", "identity_weight", "init_gain"):
+        for name in ("cycle_lambda", "identity_weight", "init_gain", "checkpoint_minutes"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"config '{name}' must be >= 0, got {getattr(self, name)!r}")
         for name in ("beta1", "beta2"):

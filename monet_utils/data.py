@@ -11,7 +11,7 @@ import albumentations as A
 import numpy as np
 import torch
 from albumentations.pytorch import ToTensorV2
-from PIL import Image
+from PIL import ExifTags, Image, ImageOps
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, Dataset, Sampler
 
@@ -30,14 +30,21 @@ class DataError(FileNotFoundError):
 
 
 def find_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
-    """First of: `data_dir`, $DATA_DIR, /kaggle/input/gan-getting-started, data/gan-getting-started
-    that holds non-empty `photo_jpg/` and `monet_jpg/` folders."""
-    if data_dir:
-        candidates = [Path(data_dir)]
-    else:
-        candidates = [Path(p) for p in (os.environ.get("DATA_DIR"),) if p] + [KAGGLE_INPUT, LOCAL_DATA]
+    """`data_dir`, else $DATA_DIR, each used as given (an error when wrong); else the first of
+    /kaggle/input/gan-getting-started and data/gan-getting-started that holds non-empty
+    `photo_jpg/` and `monet_jpg/` folders."""
+    explicit = [(name, Path(value)) for name, value in (("data_dir", data_dir), ("$DATA_DIR", os.environ.get("DATA_DIR")))
+                if value]
+    if explicit:
+        name, candidate = explicit[0]
+        problem = _describe(candidate)
+        if problem:
+            raise DataError(f"{name} {candidate.resolve()}: {problem}. Expected a folder with non-empty "
+                            f"'{PHOTO_DIR}/' and '{MONET_DIR}/' subfolders of images (Kaggle's gan-getting-started layout).")
+        return candidate
+    candidates = [KAGGLE_INPUT, LOCAL_DATA]
     for candidate in candidates:
-        if all(list_images(candidate / sub) for sub in (PHOTO_DIR, MONET_DIR)):
+        if not _describe(candidate):
             return candidate
     searched = "\n".join(f"  {c.resolve()}: {_describe(c)}" for c in candidates)
     raise DataError(
@@ -49,8 +56,11 @@ def find_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
 
 
 def _describe(candidate: Path) -> str:
-    if not candidate.is_dir():
+    """What is wrong with `candidate` as a dataset folder; empty when nothing is."""
+    if not candidate.exists():
         return "does not exist"
+    if not candidate.is_dir():
+        return "is a file, not a folder"
     problems = []
     for sub in (PHOTO_DIR, MONET_DIR):
         if not (candidate / sub).is_dir():
@@ -71,10 +81,29 @@ def list_images(folder: str | os.PathLike) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
 
 
-def load_rgb(path: str | os.PathLike) -> np.ndarray:
-    """HxWx3 uint8; grayscale, palette and RGBA images are converted to RGB."""
+def read_rgb(source) -> Image.Image:
+    """The one way an image file (a path or an open file) is read, for training, scoring and
+    stylizing alike: turned upright by its EXIF orientation (phone photos), 16-bit grayscale
+    scaled to 8 bits (PIL's convert clips it to white), any other mode converted to RGB."""
+    with Image.open(source) as image:
+        image = ImageOps.exif_transpose(image)
+        if image.mode.startswith("I"):  # "I;16*" and "I": 16-bit PNG/TIFF grayscale, 0..65535
+            levels = np.asarray(image).astype(np.float32) / 257
+            image = Image.fromarray(levels.clip(0, 255).round().astype(np.uint8), "L")
+        return image.convert("RGB")
+
+
+def oriented_size(path: str | os.PathLike) -> tuple[int, int]:
+    """(width, height) of the image as `read_rgb` returns it, from the header alone."""
     with Image.open(path) as image:
-        return np.asarray(image.convert("RGB"))
+        width, height = image.size
+        turned = image.getexif().get(ExifTags.Base.Orientation, 1) in (5, 6, 7, 8)  # 90 or 270 degrees
+    return (height, width) if turned else (width, height)
+
+
+def load_rgb(path: str | os.PathLike) -> np.ndarray:
+    """HxWx3 uint8 of `read_rgb`."""
+    return np.asarray(read_rgb(path))
 
 
 def _readable(path: Path) -> bool:
@@ -213,11 +242,10 @@ class AugmentingLoader(DataLoader):
 def decode_all(paths, image_size: int) -> torch.Tensor:
     """N x 3 x size x size uint8 from paths or open files, decoded in threads (PIL releases the GIL)."""
     def decode(path):
-        with Image.open(path) as image:
-            image = image.convert("RGB")
-            if image.size != (image_size, image_size):
-                image = image.resize((image_size, image_size), Image.Resampling.BILINEAR)
-            return torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1)
+        image = read_rgb(path)
+        if image.size != (image_size, image_size):
+            image = image.resize((image_size, image_size), Image.Resampling.BILINEAR)
+        return torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1)
 
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
         return torch.stack(list(pool.map(decode, paths)))

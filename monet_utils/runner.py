@@ -1,11 +1,25 @@
-"""Execute the primary notebook with papermill: the main job, and the building block of sweeps."""
+"""Execute the primary notebook with papermill: the main job, and the building block of sweeps.
+
+The kernel's output (prints, the training and export progress bars) streams to the terminal
+while the notebook runs. Ctrl-C or SIGTERM is passed on to the kernel as an interrupt: training
+stops after its current step with a checkpoint saved, and the run ends with one line saying
+which checkpoint is kept.
+"""
 from __future__ import annotations
 
 import os
+import signal
+import sys
+import tempfile
+import threading
+import uuid
 from pathlib import Path
 
 import papermill
+from jupyter_client.manager import AsyncKernelManager
 
+from .acceleration import resolve_device, resolve_speed
+from .checkpoints import CheckpointError, check_architecture, read_checkpoint
 from .config import CycleGANConfig, ConfigError
 from .data import DataError, find_data_dir
 from .demo_data import DEMO_DIR, make_demo_dataset
@@ -25,41 +39,124 @@ class NotebookRunError(RuntimeError):
         self.executed = executed
 
 
+class RunInterrupted(NotebookRunError):
+    """SIGINT or SIGTERM stopped the run; the message says which checkpoint is kept."""
+
+
+class KernelInterrupter:
+    """While a notebook runs, SIGINT (Ctrl-C) and SIGTERM are passed on to its kernel as an
+    interrupt (the kernel runs in a session of its own, so a terminal's Ctrl-C never reaches it),
+    and this process waits for the cell to stop. A second signal stops at once. Handlers can
+    only be set from the main thread: elsewhere (a sweep's workers) this does nothing."""
+
+    def __init__(self):
+        self.kernels: list[AsyncKernelManager] = []
+        self.received: str | None = None
+
+    def manager_class(self) -> type:
+        """A kernel manager class that tells this object about every kernel it starts."""
+        kernels = self.kernels
+
+        class RememberedKernelManager(AsyncKernelManager):
+            def __init__(self, **kwargs):
+                # Unix sockets, one set per kernel (parallel sweeps): local only, and no "running
+                # over TCP without encryption" warning from the kernel.
+                if os.name == "posix":
+                    kwargs.update(transport="ipc", ip=os.path.join(tempfile.gettempdir(), f"monet-kernel-{uuid.uuid4().hex[:12]}"))
+                super().__init__(**kwargs)
+                kernels.append(self)
+
+        return RememberedKernelManager
+
+    def __enter__(self):
+        self.previous = {}
+        if threading.current_thread() is threading.main_thread():
+            self.previous = {sig: signal.signal(sig, self.on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def __exit__(self, *exc):
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+    def on_signal(self, signum, frame):
+        pids = [km.provisioner.pid for km in self.kernels if km.provisioner and getattr(km.provisioner, "pid", None)]
+        if self.received or not pids:
+            self.received = self.received or signal.Signals(signum).name
+            raise KeyboardInterrupt
+        self.received = signal.Signals(signum).name
+        print(f"\n{self.received}: interrupting the notebook (Ctrl-C again stops at once)", file=sys.stderr, flush=True)
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGINT)  # the kernel alone: DataLoader workers must not get it
+            except ProcessLookupError:
+                pass
+
+
 def notebook_parameters(notebook: str | os.PathLike = NOTEBOOK) -> dict:
     """Names and default values of the notebook's `parameters` cell."""
     inferred = papermill.inspect_notebook(str(notebook))
     return {name: info["default"] for name, info in inferred.items()}
 
 
-def validate_parameters(parameters: dict, notebook: str | os.PathLike = NOTEBOOK) -> None:
+def validate_parameters(parameters: dict, notebook: str | os.PathLike = NOTEBOOK) -> CycleGANConfig:
     """Fail before anything runs: every name must be a notebook parameter, and the values
-    must make a valid config."""
+    must make a valid config for a device this machine has."""
     known = notebook_parameters(notebook)
     unknown = sorted(set(parameters) - set(known))
     if unknown:
         raise ConfigError(f"unknown notebook parameter(s) {unknown}; the parameters cell of {notebook} "
                           f"defines: {sorted(known)}")
     config_keys = set(CycleGANConfig.__dataclass_fields__)
-    CycleGANConfig.from_dict({k: v for k, v in parameters.items() if k in config_keys})
+    config = CycleGANConfig.from_dict({k: v for k, v in parameters.items() if k in config_keys})
+    resolve_speed(config, resolve_device(config.device))  # e.g. amp='fp16' or device='cuda' without a GPU
+    return config
+
+
+def check_resumable(config: CycleGANConfig, output_dir: Path) -> None:
+    """A checkpoint already in `output_dir` is resumed: refuse, before anything is written, one
+    made for another architecture."""
+    checkpoint = output_dir / "checkpoints" / "latest.pt"
+    if checkpoint.exists():
+        check_architecture(read_checkpoint(checkpoint)["config"], config, checkpoint)
 
 
 def run_notebook(parameters: dict, output_dir: str | os.PathLike, notebook: str | os.PathLike = NOTEBOOK,
-                 progress: bool = True) -> Path:
+                 echo=None) -> Path:
     """Execute `notebook` with `parameters` (output_dir is passed too); the executed copy is
-    written to output_dir/<notebook name> even when a cell fails."""
+    written to output_dir/<notebook name> even when a cell fails. The kernel's output streams
+    to `echo` (a text stream, or None for silence) as it comes."""
     output_dir = Path(output_dir).resolve()
     parameters = {**parameters, "output_dir": str(output_dir)}
-    validate_parameters(parameters, notebook)
+    config = validate_parameters(parameters, notebook)
+    check_resumable(config, output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     executed = output_dir / Path(notebook).name
+    if echo:
+        print(f"Running {Path(notebook).name} -> {executed} (its output follows)", file=echo, flush=True)
+    interrupter = KernelInterrupter()
     try:
-        papermill.execute_notebook(str(notebook), str(executed), parameters=parameters, cwd=str(REPO_ROOT),
-                                   progress_bar=progress, kernel_name="python3")
-    except papermill.PapermillExecutionError as err:
+        with interrupter:
+            papermill.execute_notebook(str(notebook), str(executed), parameters=parameters, cwd=str(REPO_ROOT),
+                                       progress_bar=False, kernel_name="python3", stdout_file=echo,
+                                       stderr_file=echo, kernel_manager_class=interrupter.manager_class())
+    except (papermill.PapermillExecutionError, KeyboardInterrupt) as err:
+        if interrupter.received:
+            raise RunInterrupted(interrupted_message(interrupter.received, output_dir), executed) from None
+        if isinstance(err, KeyboardInterrupt):
+            raise
         raise NotebookRunError(
             f"{Path(notebook).name} failed in cell [{err.exec_count}]: {err.ename}: {err.evalue}\n"
             f"The executed notebook, up to the failure, is at {executed}", executed) from None
     return executed
+
+
+def interrupted_message(signal_name: str, output_dir: Path) -> str:
+    checkpoint = output_dir / "checkpoints" / "latest.pt"
+    try:
+        kept = f"checkpoint {checkpoint} (step {read_checkpoint(checkpoint)['step']}) is kept"
+    except CheckpointError:
+        kept = "no checkpoint was written yet"
+    return f"stopped by {signal_name}: {kept}; run the same command again to resume"
 
 
 def run_main_job(data_dir: str | None = None, output_dir: str | os.PathLike = "outputs",
@@ -71,11 +168,11 @@ def run_main_job(data_dir: str | None = None, output_dir: str | os.PathLike = "o
         parameters = {}
         print(f"Using the dataset at {data_root}")
     except DataError:
-        if data_dir:
+        if data_dir or os.environ.get("DATA_DIR"):  # a folder the user named must be right
             raise
         data_root = make_demo_dataset(REPO_ROOT / DEMO_DIR)
         parameters = dict(DEMO_PARAMETERS)
         print(f"No Kaggle data found; using the synthetic demo data at {data_root} with {DEMO_PARAMETERS}")
     parameters.update(overrides or {})
     parameters["data_dir"] = str(Path(data_root).resolve())
-    return run_notebook(parameters, output_dir)
+    return run_notebook(parameters, output_dir, echo=sys.stderr)

@@ -8,14 +8,14 @@ from __future__ import annotations
 import io
 import os
 import zipfile
-from collections import deque
+from collections import Counter, deque
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
 from PIL import Image
 
-from .data import DataError, load_images, readable_images, to_uint8_image
+from .data import DataError, load_images, oriented_size, readable_images, to_uint8_image
 from .progress import progress_bar
 from .checkpoints import load_generator
 
@@ -37,8 +37,7 @@ def input_size(path, image_size: int | None) -> tuple[int, int]:
     down to a multiple of 4 (two stride-2 downsamples, two upsamples)."""
     if image_size:
         return image_size, image_size
-    with Image.open(path) as image:
-        width, height = image.size
+    width, height = oriented_size(path)
     if min(width, height) < 4:
         raise DataError(f"{path}: {width}x{height} is too small to translate")
     return height // 4 * 4, width // 4 * 4
@@ -56,13 +55,29 @@ def plan_batches(paths, image_size: int | None, batch_size: int) -> list[tuple[l
     return batches
 
 
+def output_names(paths) -> dict:
+    """path -> '<stem>.jpg'; inputs that share a stem (a.png, a.jpg) keep their suffix in the
+    name (a_png.jpg, a_jpg.jpg), so no output replaces another."""
+    paths = list(paths)
+    stems = Counter(Path(p).stem for p in paths)
+    names = {p: f"{Path(p).stem}.jpg" if stems[Path(p).stem] == 1 else
+             f"{Path(p).stem}_{Path(p).suffix.lstrip('.')}.jpg" for p in paths}
+    clashes = sorted(name for name, count in Counter(names.values()).items() if count > 1)
+    if clashes:
+        raise DataError(f"these inputs would be written under the same output name: {', '.join(clashes[:5])}; "
+                        "rename them")
+    return names
+
+
 @torch.inference_mode()
 def translate_to_jpegs(generator, paths, image_size: int | None = None, output_size: int | None = None,
                        batch_size: int = 8, workers: int = 4, progress: bool = True, desc: str = "translating"):
     """Yield (file name, JPEG bytes) for every image in `paths`, in order."""
     device = next(generator.parameters()).device
     generator.eval()
-    batches = plan_batches(list(paths), image_size, batch_size)
+    paths = list(paths)
+    names = output_names(paths)
+    batches = plan_batches(paths, image_size, batch_size)
     bar = progress_bar(total=sum(len(b) for b, _ in batches), desc=desc, unit="image", disable=not progress)
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         def prefetch(batch):
@@ -76,8 +91,7 @@ def translate_to_jpegs(generator, paths, image_size: int | None = None, output_s
             if index + PREFETCH_BATCHES < len(batches):
                 loading.append(prefetch(batches[index + PREFETCH_BATCHES]))
             fakes = generator(images.to(device, non_blocking=True)).float().cpu()
-            encoding.extend((f"{Path(p).stem}.jpg", pool.submit(encode_jpeg, fake, output_size))
-                            for p, fake in zip(batch_paths, fakes))
+            encoding.extend((names[p], pool.submit(encode_jpeg, fake, output_size)) for p, fake in zip(batch_paths, fakes))
             while len(encoding) > 2 * batch_size:  # bounded: memory stays flat on 7,038 photos
                 name, future = encoding.popleft()
                 yield name, future.result()
@@ -121,10 +135,14 @@ def stylize(checkpoint, input_dir, output, size: int | None = None, batch_size: 
     Images keep their size (rounded down to a multiple of 4) unless `size` is given, then they
     come out size x size. `output` ending in .zip gets a zip, anything else a folder of JPEGs.
     """
-    if not Path(input_dir).is_dir():
-        raise DataError(f"stylize: input folder {input_dir} does not exist")
+    input_dir, output = Path(input_dir), Path(output)
+    if not input_dir.is_dir():
+        raise DataError(f"stylize: input folder {input_dir} " + ("is a file" if input_dir.exists() else "does not exist"))
+    if output.resolve().is_relative_to(input_dir.resolve()):
+        raise DataError(f"stylize: output {output} is inside the input folder {input_dir}: it could overwrite "
+                        "the photos it is made from; write it somewhere else")
     generator, _ = load_generator(checkpoint, "photo2monet", device)
     paths = readable_images(input_dir)
     jpegs = translate_to_jpegs(generator, paths, image_size=size, batch_size=batch_size, workers=workers,
                                progress=progress, desc="stylize")
-    return write_zip(jpegs, output) if str(output).lower().endswith(".zip") else write_folder(jpegs, output)
+    return write_zip(jpegs, output) if output.suffix.lower() == ".zip" else write_folder(jpegs, output)

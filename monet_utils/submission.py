@@ -26,7 +26,8 @@ class SubmissionReport:
 
     def __str__(self) -> str:
         verdict = ("valid for the competition" if self.competition_valid else
-                   f"well-formed, but a demo: the competition needs {COMPETITION_COUNT[0]:,}-{COMPETITION_COUNT[1]:,}")
+                   f"well-formed, but not competition-valid: the competition needs "
+                   f"{COMPETITION_COUNT[0]:,}-{COMPETITION_COUNT[1]:,}")
         return f"{self.path}: {self.n_images:,} JPEGs of {SUBMISSION_SIZE}x{SUBMISSION_SIZE} RGB, {verdict}"
 
 
@@ -41,9 +42,23 @@ def write_submission_zip(generator, photo_paths, zip_path, image_size: int, batc
     return write_zip(jpegs, zip_path)
 
 
+def entry_name_problem(name: str) -> str | None:
+    """Why a zip entry name is not a plain file at the top of the zip, or None."""
+    if name.endswith("/"):
+        return "a folder entry; the competition expects only image files at the top of the zip"
+    if name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":"):
+        return "an absolute path; expected a plain file name"
+    if ".." in name.replace("\\", "/").split("/"):
+        return "a path that leaves the zip's folder ('..'); expected a plain file name"
+    if "/" in name or "\\" in name:
+        return "inside a folder; images must sit at the top of the zip"
+    return None
+
+
 def check_submission_zip(zip_path, competition: bool = True) -> SubmissionReport:
-    """Every entry must be a 256x256 RGB JPEG with a .jpg name; with `competition`, there must
-    be 7,000-10,000 of them. Raises SubmissionError listing what is wrong."""
+    """Every entry must be a plain-named, fully decodable 256x256 RGB JPEG with a .jpg name; with
+    `competition`, there must be 7,000-10,000 of them. Raises SubmissionError listing what is
+    wrong; without `competition` the report says whether the count would pass."""
     zip_path = Path(zip_path)
     if not zipfile.is_zipfile(zip_path):
         raise SubmissionError(f"{zip_path}: not a zip file" if zip_path.exists() else f"{zip_path}: does not exist")
@@ -53,15 +68,18 @@ def check_submission_zip(zip_path, competition: bool = True) -> SubmissionReport
         if len(set(names)) != len(names):
             problems.append("duplicate file names")
         for name in names:
-            if name.endswith("/"):
-                continue  # a folder entry holds no data
+            unsafe = entry_name_problem(name)
+            if unsafe:
+                problems.append(f"{name}: {unsafe}")
+                continue
             if not name.lower().endswith((".jpg", ".jpeg")):
                 problems.append(f"{name}: not a .jpg file")
                 continue
             try:
                 with Image.open(io.BytesIO(archive.read(name))) as image:
                     fmt, size, mode = image.format, image.size, image.mode
-            except (OSError, zipfile.BadZipFile) as err:
+                    image.load()  # decodes every pixel: a truncated JPEG fails here, not at Kaggle
+            except (OSError, zipfile.BadZipFile, Image.DecompressionBombError) as err:
                 problems.append(f"{name}: unreadable ({err})")
                 continue
             if fmt != "JPEG":

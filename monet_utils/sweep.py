@@ -30,6 +30,7 @@ import torch  # noqa: E402
 
 from .config import ConfigError, parse_value, write_json  # noqa: E402
 from .plots import smooth  # noqa: E402
+from .progress import PrefixedLines  # noqa: E402
 from .runner import run_notebook, validate_parameters  # noqa: E402
 from .checkpoints import CheckpointError, read_checkpoint  # noqa: E402
 from .training import LOSS_NAMES  # noqa: E402
@@ -96,7 +97,7 @@ def execute_run(name: str, parameters: dict, run_dir: Path, device: str | None) 
     write_json(run_dir / "status.json", status)
     start = time.perf_counter()
     try:
-        run_notebook(parameters, run_dir, progress=False)
+        run_notebook(parameters, run_dir, echo=PrefixedLines(sys.stderr, f"[{name}] "))
         status["status"] = "completed"
     except Exception as err:  # noqa: BLE001 - the sweep goes on; the error is recorded
         status.update(status="failed", error=f"{type(err).__name__}: {err}", traceback=traceback.format_exc())

@@ -7,9 +7,13 @@ both discriminators on real images and on fakes drawn from the history pools.
 """
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
 import os
+import signal
+import sys
+import threading
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -36,6 +40,34 @@ LOSS_NAMES = (
 
 class NonFiniteLossError(FloatingPointError):
     """Losses stayed inf/nan for `max_skipped_steps` steps in a row: training diverged."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM stopped training between two steps, after a checkpoint was saved."""
+
+
+@contextlib.contextmanager
+def stop_requests():
+    """While training, SIGINT and SIGTERM ask the loop to stop after the current step (the list
+    yielded gets the signal's name), so the checkpoint written on the way out is a whole step.
+    A second Ctrl-C stops at once. Signal handlers can only be set from the main thread."""
+    requested: list[str] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield requested
+        return
+
+    def ask_to_stop(signum, frame):
+        if requested:
+            raise KeyboardInterrupt
+        requested.append(signal.Signals(signum).name)
+        print(f"\n{requested[0]}: training stops after this step and saves a checkpoint", file=sys.stderr, flush=True)
+
+    previous = {sig: signal.signal(sig, ask_to_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield requested
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def set_requires_grad(nets, requires_grad: bool) -> None:
@@ -75,6 +107,7 @@ class CycleGANTrainer:
         self.train_seconds = 0.0  # summed over resumed runs
         self.skipped_in_a_row = self.skipped_total = 0  # steps dropped for a non-finite loss
         self.history: list[dict] = []
+        self.saved_at = time.monotonic()  # when the last checkpoint was written
 
     @property
     def networks(self) -> dict[str, torch.nn.Module]:
@@ -164,7 +197,8 @@ class CycleGANTrainer:
     def fit(self, loader, resume: bool = True, progress: bool = True) -> list[dict]:
         """Train to `epochs` (or `max_steps`), checkpointing as it goes; resumes from the
         latest checkpoint in `output_dir` when there is one. `loader` comes from
-        `data.make_train_loader`."""
+        `data.make_train_loader`. SIGINT (Ctrl-C, Jupyter's interrupt) or SIGTERM stops it after
+        the current step with a checkpoint saved, then raises TrainingInterrupted."""
         cfg = self.config
         if resume and self.checkpoint_path.exists():
             self.load(self.checkpoint_path)
@@ -174,30 +208,40 @@ class CycleGANTrainer:
         bar = progress_bar(total=total, initial=min(self.step, total), desc="training", unit="step",
                            disable=not progress)
         started = time.perf_counter() - self.train_seconds
-        while self.epoch < cfg.epochs and self.step < total:
-            loader.set_epoch(self.epoch, start_batch=self.epoch_step)
-            for real_photo, real_monet in loader:
-                losses = self.train_step(real_photo, real_monet)
-                self.step += 1
-                self.epoch_step += 1
-                if self.skipped_in_a_row == 0:
-                    self.history.append({"step": self.step, "epoch": self.epoch, **losses})
-                bar.update()
-                bar.set_postfix(epoch=self.epoch, G_cycle=f"{losses['cycle_photo']:.3f}",
-                                D_monet=f"{losses['D_monet']:.3f}", refresh=False)
-                self.train_seconds = time.perf_counter() - started
-                if self.step >= total:
-                    break
-                if self.step % cfg.checkpoint_every == 0:
-                    self.save()
-            if self.epoch_step >= loader.steps_per_epoch:  # also when max_steps ends exactly on an epoch
-                self.epoch += 1
-                self.epoch_step = 0
-                self.sched_G.step()
-                self.sched_D.step()
-            self.save()
+        self.saved_at = time.monotonic()
+        with stop_requests() as stop:
+            while self.epoch < cfg.epochs and self.step < total and not stop:
+                loader.set_epoch(self.epoch, start_batch=self.epoch_step)
+                for real_photo, real_monet in loader:
+                    losses = self.train_step(real_photo, real_monet)
+                    self.step += 1
+                    self.epoch_step += 1
+                    if self.skipped_in_a_row == 0:
+                        self.history.append({"step": self.step, "epoch": self.epoch, **losses})
+                    bar.update()
+                    bar.set_postfix(epoch=self.epoch, G_cycle=f"{losses['cycle_photo']:.3f}",
+                                    D_monet=f"{losses['D_monet']:.3f}", refresh=False)
+                    self.train_seconds = time.perf_counter() - started
+                    if self.step >= total or stop:
+                        break
+                    if self.step % cfg.checkpoint_every == 0 or self.checkpoint_due():
+                        self.save()
+                if self.epoch_step >= loader.steps_per_epoch:  # also when max_steps ends exactly on an epoch
+                    self.epoch += 1
+                    self.epoch_step = 0
+                    self.sched_G.step()
+                    self.sched_D.step()
+                self.save()
         bar.close()
+        if stop:
+            raise TrainingInterrupted(f"{stop[0]}: training stopped after step {self.step}; checkpoint "
+                                      f"{self.checkpoint_path} holds it, and a re-run resumes from there")
         return self.history
+
+    def checkpoint_due(self) -> bool:
+        """`checkpoint_minutes` since the last save: a slow run, or a session that ends, loses at most that."""
+        return bool(self.config.checkpoint_minutes) and (
+            time.monotonic() - self.saved_at >= self.config.checkpoint_minutes * 60)
 
     def state_dict(self) -> dict:
         return {
@@ -216,6 +260,7 @@ class CycleGANTrainer:
     def save(self, path: str | os.PathLike | None = None) -> Path:
         path = write_checkpoint(self.state_dict(), path or self.checkpoint_path)
         self.config.save(path.parent / "config.json")
+        self.saved_at = time.monotonic()
         return path
 
     def load(self, path: str | os.PathLike) -> None:

