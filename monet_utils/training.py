@@ -224,7 +224,8 @@ class CycleGANTrainer:
                     self.train_seconds = time.perf_counter() - started
                     if self.step >= total or stop:
                         break
-                    if self.step % cfg.checkpoint_every == 0 or self.checkpoint_due():
+                    epoch_ends = self.epoch_step == loader.steps_per_epoch  # saved below in any case
+                    if not epoch_ends and (self.step % cfg.checkpoint_every == 0 or self.checkpoint_due()):
                         self.save()
                 if self.epoch_step >= loader.steps_per_epoch:  # also when max_steps ends exactly on an epoch
                     self.epoch += 1

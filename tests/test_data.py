@@ -1,7 +1,9 @@
 import warnings
 
+import numpy as np
 import pytest
 import torch
+from PIL import ExifTags, Image
 
 from monet_utils import data
 from monet_utils.data import (DataError, EpochSampler, build_dataset, find_data_dir, list_images, load_rgb,
@@ -176,3 +178,67 @@ def test_memory_loader_crop_and_flip_are_the_reference_jitter(tiny_config):
     loader.load_size = 8  # now a 4x4 crop of the 8x8 upsampled ramp
     crops = loader.augment(ramp, torch.Generator().manual_seed(1))
     assert crops.shape == (8, 3, 4, 4) and crops.min() >= -1 and crops.max() <= 1
+
+
+def test_a_wrong_data_dir_variable_is_an_error_not_a_fallback(tmp_path, dataset_dir, monkeypatch, no_default_locations):
+    monkeypatch.setattr(data, "LOCAL_DATA", dataset_dir)  # a valid dataset it must not fall back to
+    a_file = tmp_path / "data.zip"
+    a_file.write_bytes(b"zip")
+    monkeypatch.setenv("DATA_DIR", str(a_file))
+    with pytest.raises(DataError, match=r"\$DATA_DIR .*data.zip: is a file, not a folder"):
+        find_data_dir()
+    no_paintings = tmp_path / "half"
+    write_images(no_paintings / "photo_jpg", 2)
+    (no_paintings / "monet_jpg").mkdir()
+    monkeypatch.setenv("DATA_DIR", str(no_paintings))
+    with pytest.raises(DataError, match="monet_jpg/ holds no images"):
+        find_data_dir()
+    with pytest.raises(DataError, match="data_dir .*data.zip: is a file"):
+        find_data_dir(a_file)
+
+
+def test_the_main_job_does_not_swap_a_wrong_data_dir_for_demo_data(tmp_path, monkeypatch):
+    from monet_utils import runner
+    monkeypatch.setenv("DATA_DIR", str(tmp_path / "typo"))
+    monkeypatch.setattr(runner, "make_demo_dataset", lambda root: pytest.fail("fell back to the demo data"))
+    with pytest.raises(DataError, match="typo: does not exist"):
+        runner.run_main_job(output_dir=tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def sixteen_bit_ramp(path):
+    """A 16-bit grayscale PNG whose columns run 0..65535."""
+    ramp = np.tile(np.linspace(0, 65535, 64).round().astype(np.uint16), (8, 1))
+    Image.fromarray(ramp).save(path)
+    assert Image.open(path).mode.startswith("I")
+    return path
+
+
+def test_16_bit_images_are_scaled_not_clipped(tmp_path):
+    path = sixteen_bit_ramp(tmp_path / "ramp16.png")
+    expected = np.linspace(0, 255, 64).round()
+    row = load_rgb(path)[0, :, 0].astype(float)
+    assert np.abs(row - expected).max() <= 1
+    decoded = data.decode_all([path], 64)[0, 0].float().mean(0).numpy()  # 8 rows resized to 64, same columns
+    assert np.abs(decoded - expected).max() <= 1
+
+
+def exif_rotated_photo(path):
+    """A 40 wide x 20 high image, red on its left half, stored with EXIF orientation 6: viewers
+    show it turned 90 degrees clockwise, 20 wide x 40 high, red on top."""
+    pixels = np.zeros((20, 40, 3), np.uint8)
+    pixels[:, :20, 0] = 255
+    exif = Image.Exif()
+    exif[ExifTags.Base.Orientation] = 6
+    Image.fromarray(pixels).save(path, exif=exif)
+    return path
+
+
+def test_exif_orientation_is_applied_everywhere(tmp_path):
+    path = exif_rotated_photo(tmp_path / "phone.jpg")
+    upright = load_rgb(path)
+    assert upright.shape == (40, 20, 3)
+    assert upright[:20, :, 0].mean() > 200 and upright[20:, :, 0].mean() < 50  # red on top
+    assert data.oriented_size(path) == (20, 40)
+    square = data.decode_all([path], 32)[0]
+    assert square[0, :16].float().mean() > 200 and square[0, 16:].float().mean() < 50

@@ -1,15 +1,24 @@
 """The primary notebook, executed by papermill with tiny parameters, and the runner around it."""
 import ast
 import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
 
 import nbformat
 import pytest
+import torch
 
 from monet_utils import runner
 from monet_utils.__main__ import main
+from monet_utils.checkpoints import CheckpointError, read_checkpoint
 from monet_utils.config import ConfigError, CycleGANConfig
 from monet_utils.demo_data import make_demo_dataset
 from monet_utils.submission import check_submission_zip
+from monet_utils.training import CycleGANTrainer
 
 TINY = dict(image_size=32, ngf=4, ndf=4, n_res_blocks=1, batch_size=2, max_steps=3, num_workers=0, n_samples=2)
 
@@ -33,10 +42,11 @@ def test_notebook_cells_are_short_calls_into_the_package():
             assert not any(isinstance(n, (ast.FunctionDef, ast.ClassDef, ast.For, ast.While)) for n in ast.walk(tree))
 
 
-def test_papermill_run_writes_every_output(tmp_path):
-    demo = make_demo_dataset(tmp_path / "demo", n_photos=6, n_paintings=3)
+def test_papermill_run_writes_every_output(tmp_path, dataset_dir):
+    """On a real-looking dataset (not the demo) too small for the competition: the zip is reported
+    not competition-valid and the run goes on to the estimate."""
     out = tmp_path / "run"
-    executed = runner.run_notebook({**TINY, "data_dir": str(demo)}, out)
+    executed = runner.run_notebook({**TINY, "data_dir": str(dataset_dir)}, out)
     assert executed == out / "monet_cyclegan.ipynb"
     for name in ("losses.png", "samples.png", "augmentations.png", "config.json", "checkpoints/latest.pt", "metrics.json"):
         assert (out / name).stat().st_size > 0, name
@@ -44,6 +54,7 @@ def test_papermill_run_writes_every_output(tmp_path):
     assert json.loads((out / "config.json").read_text())["max_steps"] == 3
     outputs = "".join(str(o) for c in nbformat.read(executed, as_version=4).cells for o in c.get("outputs", []))
     assert "3 steps" in outputs and "image/png" in outputs
+    assert "not competition-valid" in outputs and ("MiFID " in outputs or "MiFID estimate skipped" in outputs)
 
 
 def test_bad_parameters_stop_before_anything_runs(tmp_path):
@@ -82,3 +93,73 @@ def test_a_failing_cell_is_reported_with_the_partial_notebook(tmp_path, capsys):
     with pytest.raises(runner.NotebookRunError, match=r"failed in cell \[\d+\]: DataError: .*fewer than batch_size") as info:
         runner.run_notebook({**TINY, "data_dir": str(demo)}, tmp_path / "out2")
     assert info.value.executed.exists()
+
+
+def test_a_device_this_machine_lacks_is_refused_before_anything_runs(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ConfigError, match="'amp' is 'fp16', which needs a CUDA device"):
+        runner.run_notebook({"amp": "fp16"}, tmp_path / "a")
+    with pytest.raises(ConfigError, match="'device' is 'cuda' but torch sees no CUDA device"):
+        runner.run_notebook({"device": "cuda"}, tmp_path / "b")
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_resuming_another_architecture_is_refused_before_anything_is_written(tmp_path, tiny_config, dataset_dir):
+    out = tmp_path / "run"
+    CycleGANTrainer(tiny_config.replace(output_dir=str(out))).save()
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    with pytest.raises(CheckpointError, match="another architecture .*ngf: checkpoint 4 vs config 8"):
+        runner.run_notebook({**TINY, "ngf": 8, "data_dir": str(dataset_dir)}, out)
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before  # config.json untouched
+    assert not (out / "monet_cyclegan.ipynb").exists()
+
+
+def test_cli_prints_one_line_for_an_os_error(tmp_path, dataset_dir, capsys):
+    (tmp_path / "taken").write_text("a file where the output folder should go")
+    assert main(["run", "--data-dir", str(dataset_dir), "--output-dir", str(tmp_path / "taken")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "taken" in err and "Traceback" not in err
+
+
+def start_run(data, out, max_steps):
+    """`python -m monet_utils run` in a session of its own, as a terminal would start it."""
+    command = [sys.executable, "-m", "monet_utils", "run", "--data-dir", str(data), "--output-dir", str(out),
+               "-p", "max_steps", str(max_steps), "-p", "epochs", "1000", "-p", "estimate_mifid", "False"]
+    for name, value in TINY.items():
+        if name != "max_steps":
+            command += ["-p", name, str(value)]
+    return subprocess.Popen(command, cwd=runner.REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_stops_the_run_with_one_line_and_a_rerun_resumes(tmp_path, dataset_dir, signum):
+    """SIGINT goes to the whole process group, as Ctrl-C in a terminal does; SIGTERM to the
+    process alone, as `kill` does. Either way training stops after a step with a checkpoint."""
+    out = tmp_path / "run"
+    run = start_run(dataset_dir, out, max_steps=100_000)
+    seen = ""
+    while "training:" not in seen:  # the progress bar streams from the kernel as it starts
+        line = run.stderr.readline()
+        assert line, f"the run ended before training: {seen}"
+        seen += line
+    time.sleep(2)
+    if signum == signal.SIGINT:
+        os.killpg(run.pid, signum)
+    else:
+        os.kill(run.pid, signum)
+    stdout, stderr = run.communicate(timeout=120)
+    name = signal.Signals(signum).name
+    assert run.returncode == 130, stderr
+    last = stderr.strip().splitlines()[-1]
+    assert re.fullmatch(rf"stopped by {name}: checkpoint .*latest.pt \(step (\d+)\) is kept; run the same "
+                        r"command again to resume", last), last
+    assert "Traceback" not in stderr
+    step = read_checkpoint(out / "checkpoints" / "latest.pt")["step"]
+    assert step > 0 and f"(step {step})" in last
+
+    rerun = start_run(dataset_dir, out, max_steps=step + 2)
+    stdout, stderr = rerun.communicate(timeout=180)
+    assert rerun.returncode == 0, stderr
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["steps"] == step + 2  # resumed, not started over

@@ -61,3 +61,32 @@ def test_clear_errors_for_bad_inputs(checkpoint, tmp_path, tiny_config, capsys):
     assert main(["stylize", "--checkpoint", str(checkpoint), "--input", str(tmp_path / "empty"),
                  "--output", str(tmp_path / "o")]) == 2
     assert "no readable images" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("inside", ["photos", "photos/monet", "photos/monet.zip"])
+def test_output_in_the_input_folder_is_refused_and_nothing_is_touched(checkpoint, tmp_path, inside):
+    photos = write_images(tmp_path / "photos", 2, size=(32, 32), suffix=".jpg")
+    before = {p: p.read_bytes() for p in photos}
+    with pytest.raises(DataError, match="inside the input folder"):
+        stylize(checkpoint, tmp_path / "photos", tmp_path / inside, progress=False)
+    assert {p: p.read_bytes() for p in photos} == before
+    assert sorted(p.name for p in (tmp_path / "photos").iterdir()) == sorted(p.name for p in photos)
+
+
+def test_inputs_sharing_a_stem_are_all_kept(checkpoint, tmp_path):
+    folder = tmp_path / "photos"
+    write_images(folder, 1, size=(32, 32), suffix=".png", prefix="a")  # a_000.png
+    write_images(folder, 1, size=(32, 32), suffix=".jpg", prefix="a")  # a_000.jpg
+    write_images(folder, 1, size=(32, 32), suffix=".jpg", prefix="b")
+    out = stylize(checkpoint, folder, tmp_path / "monet", progress=False)
+    assert sorted(p.name for p in out.iterdir()) == ["a_000_jpg.jpg", "a_000_png.jpg", "b_000.jpg"]
+    with zipfile.ZipFile(stylize(checkpoint, folder, tmp_path / "monet.zip", size=32, progress=False)) as archive:
+        assert sorted(archive.namelist()) == ["a_000_jpg.jpg", "a_000_png.jpg", "b_000.jpg"]
+
+
+def test_a_phone_photo_is_stylized_upright(checkpoint, tmp_path):
+    from .test_data import exif_rotated_photo
+    (tmp_path / "photos").mkdir()
+    exif_rotated_photo(tmp_path / "photos" / "phone.jpg")
+    out = stylize(checkpoint, tmp_path / "photos", tmp_path / "monet", progress=False)
+    assert Image.open(out / "phone.jpg").size == (20, 40)  # stored 40x20, shown (and stylized) 20x40

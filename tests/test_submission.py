@@ -94,3 +94,48 @@ def test_corrupt_jpeg_in_zip_is_reported(tmp_path):
         archive.writestr("bad.jpg", b"\xff\xd8garbage")
     with pytest.raises(SubmissionError, match="bad.jpg: unreadable"):
         check_submission_zip(path, competition=False)
+
+
+@pytest.mark.parametrize("name, fragment", [
+    ("../evil.jpg", "leaves the zip's folder"),
+    ("/tmp/abs.jpg", "an absolute path"),
+    ("imgs/a.jpg", "inside a folder"),
+])
+def test_unsafe_and_nested_names_are_rejected(tmp_path, name, fragment):
+    path = make_zip(tmp_path / "images.zip", {"ok.jpg": GOOD, name: GOOD})
+    with pytest.raises(SubmissionError, match=f"{name}: .*{fragment}"):
+        check_submission_zip(path, competition=False)
+
+
+def test_nested_images_never_count_for_the_competition(tmp_path, monkeypatch):
+    monkeypatch.setattr(submission, "COMPETITION_COUNT", (3, 4))
+    path = make_zip(tmp_path / "images.zip", {f"imgs/{i}.jpg": GOOD for i in range(3)})
+    with pytest.raises(SubmissionError, match="inside a folder"):
+        check_submission_zip(path)
+
+
+def test_folder_entries_are_rejected(tmp_path):
+    path = make_zip(tmp_path / "images.zip", {"ok.jpg": GOOD})
+    with zipfile.ZipFile(path, "a") as archive:
+        archive.writestr("imgs/", b"")
+    with pytest.raises(SubmissionError, match="imgs/: a folder entry"):
+        check_submission_zip(path, competition=False)
+
+
+def test_a_truncated_jpeg_with_an_intact_header_is_rejected(tmp_path):
+    buffer = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (256, 256, 3), dtype=np.uint8)).save(buffer, "JPEG")
+    whole = buffer.getvalue()
+    path = tmp_path / "images.zip"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("whole.jpg", whole)
+        archive.writestr("cut.jpg", whole[: len(whole) // 2])
+    with pytest.raises(SubmissionError, match="cut.jpg: unreadable") as info:
+        check_submission_zip(path, competition=False)
+    assert "whole.jpg" not in str(info.value)
+
+
+def test_a_small_real_dataset_is_reported_not_competition_valid(tmp_path):
+    report = check_submission_zip(make_zip(tmp_path / "images.zip", {"a.jpg": GOOD}), competition=False)
+    assert not report.competition_valid
+    assert "not competition-valid: the competition needs 7,000-10,000" in str(report)

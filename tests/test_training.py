@@ -1,8 +1,12 @@
+import os
+import signal
+
 import pytest
 import torch
 
+from monet_utils.checkpoints import read_checkpoint
 from monet_utils.data import build_dataset, make_train_loader
-from monet_utils.training import LOSS_NAMES, CycleGANTrainer
+from monet_utils.training import LOSS_NAMES, CycleGANTrainer, TrainingInterrupted
 
 
 def fixed_batch(size=32, n=2, seed=0):
@@ -105,3 +109,52 @@ def test_metrics_summarise_the_last_tenth_and_time_adds_up_over_resumes(tiny_con
     resumed = CycleGANTrainer(config.replace(max_steps=12))
     resumed.fit(make_train_loader(config, build_dataset(config, dataset_dir)), progress=False)
     assert resumed.train_seconds > first and len(resumed.history) == 12
+
+
+def count_saves(trainer, monkeypatch):
+    steps = []
+    real_save = trainer.save
+    monkeypatch.setattr(trainer, "save", lambda *a, **k: steps.append(trainer.step) or real_save(*a, **k))
+    return steps
+
+
+@pytest.mark.parametrize("minutes, saved_at", [(0.0, [3, 5]), (1e-7, [1, 2, 3, 4, 5])])
+def test_checkpoints_are_also_written_by_time(tiny_config, dataset_dir, monkeypatch, minutes, saved_at):
+    """checkpoint_every is far away: with checkpoint_minutes=0 only epoch ends (3 steps each) and the
+    end save; with a few microseconds every step is due."""
+    config = tiny_config.replace(max_steps=5, epochs=2, checkpoint_every=1000, checkpoint_minutes=minutes)
+    trainer = CycleGANTrainer(config)
+    saves = count_saves(trainer, monkeypatch)
+    trainer.fit(trainer.train_loader(build_dataset(config, dataset_dir)), progress=False)
+    assert saves == saved_at
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_stops_after_the_step_with_a_checkpoint_that_resumes_exactly(tiny_config, dataset_dir, tmp_path,
+                                                                              monkeypatch, signum):
+    base = tiny_config.replace(epochs=3, max_steps=7)
+    straight = CycleGANTrainer(base.replace(output_dir=str(tmp_path / "straight")))
+    straight.fit(straight.train_loader(build_dataset(base, dataset_dir)), progress=False)
+
+    config = base.replace(output_dir=str(tmp_path / "stopped"))
+    stopped = CycleGANTrainer(config)
+    real_step = stopped.train_step
+
+    def step_then_signal(*batch):  # the signal lands in the middle of step 4
+        losses = real_step(*batch)
+        if len(stopped.history) == 3:
+            os.kill(os.getpid(), signum)
+        return losses
+
+    monkeypatch.setattr(stopped, "train_step", step_then_signal)
+    previous = signal.getsignal(signum)
+    with pytest.raises(TrainingInterrupted, match=f"{signal.Signals(signum).name}: training stopped after step 4"):
+        stopped.fit(stopped.train_loader(build_dataset(config, dataset_dir)), progress=False)
+    assert signal.getsignal(signum) is previous  # the handler is put back
+    assert read_checkpoint(stopped.checkpoint_path)["step"] == 4
+
+    resumed = CycleGANTrainer(config)
+    resumed.fit(resumed.train_loader(build_dataset(config, dataset_dir)), progress=False)
+    assert resumed.step == 7
+    a, b = weights(straight), weights(resumed)
+    assert all(torch.equal(a[k], b[k]) for k in a)
