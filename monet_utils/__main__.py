@@ -1,14 +1,15 @@
-"""Command line: `python -m monet_utils run|stylize|demo-data ...` (see README)."""
+"""Command line: `python -m monet_utils run|stylize|export|demo-data ...` (see README)."""
 from __future__ import annotations
 
 import argparse
 import sys
 
+from .checkpoints import CheckpointError
 from .config import ConfigError, parse_value
 from .data import DataError
+from .export import FORMATS, config_path, export_generator
 from .runner import NotebookRunError, RunInterrupted, run_main_job
 from .stylize import stylize
-from .checkpoints import CheckpointError
 
 
 def main(argv=None) -> int:
@@ -28,7 +29,8 @@ def main(argv=None) -> int:
     demo.add_argument("--seed", type=int, default=0)
 
     styl = commands.add_parser("stylize", help="translate a folder of photos with a trained checkpoint")
-    styl.add_argument("--checkpoint", required=True, help="a checkpoint, e.g. outputs/checkpoints/latest.pt")
+    styl.add_argument("--checkpoint", required=True,
+                      help="a checkpoint (e.g. outputs/checkpoints/latest.pt) or a file from `export`")
     styl.add_argument("--input", required=True, help="folder of images (JPEG, PNG, ...; any size)")
     styl.add_argument("--output", required=True, help="folder for the JPEGs, or a path ending in .zip")
     styl.add_argument("--size", type=int, default=None,
@@ -36,12 +38,22 @@ def main(argv=None) -> int:
     styl.add_argument("--batch-size", type=int, default=8)
     styl.add_argument("--device", default="auto")
 
+    export = commands.add_parser("export", help="write the photo -> Monet generator alone as ONNX, TorchScript "
+                                                "or safetensors (its config beside it as OUTPUT.json)")
+    export.add_argument("--checkpoint", required=True, help="a training checkpoint, e.g. outputs/checkpoints/latest.pt")
+    export.add_argument("--format", required=True, choices=sorted(FORMATS))
+    export.add_argument("--output", required=True, help="the file to write, e.g. monet.onnx")
+
     args = parser.parse_args(argv)
     try:
         if args.command == "run":
             overrides = {name: parse_value(value) for name, value in args.parameter}
             executed = run_main_job(args.data_dir, args.output_dir, overrides)
             print(f"Done. Executed notebook: {executed}")
+        elif args.command == "export":
+            written = export_generator(args.checkpoint, args.format, args.output)
+            print(f"Generator written to {written} ({written.stat().st_size / 2 ** 20:.1f} MB), "
+                  f"its config to {config_path(written)}")
         elif args.command == "stylize":
             written = stylize(args.checkpoint, args.input, args.output, args.size, args.batch_size, args.device)
             print(f"Stylized images written to {written}")

@@ -139,7 +139,8 @@ def check_accelerator(device: str = "auto") -> str:
     run this PyTorch build (Kaggle's P100, compute capability 6.0, has no kernels in recent
     builds, and its first CUDA operation would otherwise fail deep inside training)."""
     if device == "cpu" or not torch.cuda.is_available():
-        return "No GPU: training runs on the CPU (slow at 256x256; on Kaggle pick a GPU accelerator)."
+        return (f"PyTorch {torch.__version__}. No GPU: training runs on the CPU (slow at 256x256; on Kaggle "
+                "pick a GPU accelerator).")
     cuda = torch.device("cuda" if device == "auto" else device)
     major, minor = cuda_capability(cuda)
     name, built_for = torch.cuda.get_device_name(cuda), torch.cuda.get_arch_list()
@@ -150,4 +151,4 @@ def check_accelerator(device: str = "auto") -> str:
             f"{torch.__version__}, built for {', '.join(built_for)}. On Kaggle choose the accelerator "
             "'GPU T4 x2' in the notebook settings (or run on the CPU); on Colab, a T4 or newer.")
     compile_note = "" if major >= 7 else " torch.compile needs compute capability 7.0+, so it stays off."
-    return f"GPU: {name} (compute capability {major}.{minor}).{compile_note}"
+    return f"PyTorch {torch.__version__}. GPU: {name} (compute capability {major}.{minor}).{compile_note}"

@@ -17,7 +17,7 @@ from PIL import Image
 
 from .data import DataError, load_images, oriented_size, readable_images, to_uint8_image
 from .progress import progress_bar
-from .checkpoints import load_generator
+from .export import load_photo2monet
 
 PREFETCH_BATCHES = 2
 
@@ -73,7 +73,8 @@ def output_names(paths) -> dict:
 def translate_to_jpegs(generator, paths, image_size: int | None = None, output_size: int | None = None,
                        batch_size: int = 8, workers: int = 4, progress: bool = True, desc: str = "translating"):
     """Yield (file name, JPEG bytes) for every image in `paths`, in order."""
-    device = next(generator.parameters()).device
+    # An ONNX generator has no parameters and runs on the CPU.
+    device = next(generator.parameters(), torch.empty(0)).device
     generator.eval()
     paths = list(paths)
     names = output_names(paths)
@@ -130,7 +131,8 @@ def write_folder(jpegs, folder) -> Path:
 
 def stylize(checkpoint, input_dir, output, size: int | None = None, batch_size: int = 8, device: str = "auto",
             workers: int = 4, progress: bool = True) -> Path:
-    """Translate every image in `input_dir` with the photo -> Monet generator of `checkpoint`.
+    """Translate every image in `input_dir` with the photo -> Monet generator of `checkpoint` (a
+    training checkpoint, or a file written by `monet_utils export`).
 
     Images keep their size (rounded down to a multiple of 4) unless `size` is given, then they
     come out size x size. `output` ending in .zip gets a zip, anything else a folder of JPEGs.
@@ -141,7 +143,7 @@ def stylize(checkpoint, input_dir, output, size: int | None = None, batch_size: 
     if output.resolve().is_relative_to(input_dir.resolve()):
         raise DataError(f"stylize: output {output} is inside the input folder {input_dir}: it could overwrite "
                         "the photos it is made from; write it somewhere else")
-    generator, _ = load_generator(checkpoint, "photo2monet", device)
+    generator = load_photo2monet(checkpoint, device)
     paths = readable_images(input_dir)
     jpegs = translate_to_jpegs(generator, paths, image_size=size, batch_size=batch_size, workers=workers,
                                progress=progress, desc="stylize")

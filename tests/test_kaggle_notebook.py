@@ -1,5 +1,6 @@
 import nbformat
 import papermill
+import torch
 
 from monet_utils.demo_data import make_demo_dataset
 from monet_utils.kaggle_notebook import KAGGLE_NOTEBOOK, build_kaggle_notebook, package_sources
@@ -32,4 +33,5 @@ def test_built_notebook_runs_offline_with_its_own_copy_of_the_package(tmp_path, 
                         batch_size=2, max_steps=2, num_workers=0, n_samples=2, estimate_mifid=False))
     text = "".join(str(o) for c in nbformat.read(executed, as_version=4).cells for o in c.get("outputs", []))
     assert f"monet_utils loaded from {tmp_path}/monet_utils_inline/monet_utils/__init__.py" in text
+    assert f"PyTorch {torch.__version__}." in text  # the kernel runs this environment's PyTorch
     assert (work / "images.zip").exists() and (work / "checkpoints" / "latest.pt").exists()

@@ -1,0 +1,127 @@
+"""The photo -> Monet generator alone, in formats other tools load: ONNX, TorchScript, safetensors.
+
+    python -m monet_utils export --checkpoint outputs/checkpoints/latest.pt --format onnx --output monet.onnx
+
+Each file holds the generator's weights only (no optimizer, no discriminators, no pickled
+Python), with its config written beside it as `<output>.json`. ONNX and TorchScript take any
+height and width (multiples of 4) and any batch size. `stylize` reads every one of them, as well
+as training checkpoints.
+"""
+from __future__ import annotations
+
+import json
+import os
+import warnings
+import zipfile
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .acceleration import resolve_device
+from .checkpoints import CheckpointError, checkpoint_config, load_generator, load_network
+from .config import CycleGANConfig, write_json
+from .models import ResnetGenerator
+
+FORMATS = {"onnx": ".onnx", "torchscript": ".pt", "safetensors": ".safetensors"}
+EXAMPLE_SIZE = 64  # the traced example's height and width; the exported graph takes any
+
+
+def export_generator(checkpoint, fmt: str, output, direction: str = "photo2monet") -> Path:
+    """Write the `direction` generator of a training checkpoint as `fmt`, and its config beside it."""
+    if fmt not in FORMATS:
+        raise ValueError(f"export format must be one of {sorted(FORMATS)}, got {fmt!r}")
+    generator, config = load_generator(checkpoint, direction, device="cpu")
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = output.with_name(output.name + ".tmp")
+    try:
+        {"onnx": _write_onnx, "torchscript": _write_torchscript, "safetensors": _write_safetensors}[fmt](
+            generator, config, tmp)
+        os.replace(tmp, output)
+    finally:
+        tmp.unlink(missing_ok=True)
+    write_json(config_path(output), {"format": fmt, "direction": direction, "config": config.to_dict()})
+    return output
+
+
+def config_path(exported: Path) -> Path:
+    return exported.with_name(exported.name + ".json")
+
+
+def _write_onnx(generator: nn.Module, config: CycleGANConfig, path: Path) -> None:
+    example = torch.zeros(1, 3, EXAMPLE_SIZE, EXAMPLE_SIZE)
+    dynamic = torch.export.Dim.DYNAMIC
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # exporter chatter about opset choices
+        torch.onnx.export(generator, (example,), str(path), dynamo=True, external_data=False, verbose=False,
+                          input_names=["photo"], output_names=["monet"],
+                          dynamic_shapes={"x": {0: dynamic, 2: dynamic, 3: dynamic}})
+
+
+def _write_torchscript(generator: nn.Module, config: CycleGANConfig, path: Path) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated, TorchScript files are not
+        torch.jit.save(torch.jit.script(generator), str(path))
+
+
+def _write_safetensors(generator: nn.Module, config: CycleGANConfig, path: Path) -> None:
+    from safetensors.torch import save_file
+    weights = {name: tensor.contiguous() for name, tensor in generator.state_dict().items()}
+    save_file(weights, str(path), metadata={"monet_utils_config": json.dumps(config.to_dict())})
+
+
+class OnnxGenerator(nn.Module):
+    """An ONNX generator run by onnxruntime on the CPU, called like the PyTorch one."""
+
+    def __init__(self, path: str | os.PathLike):
+        super().__init__()
+        import onnxruntime
+        self.session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        self.input_name = self.session.get_inputs()[0].name
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        output = self.session.run(None, {self.input_name: images.detach().float().cpu().numpy()})[0]
+        return torch.from_numpy(output)
+
+
+def load_photo2monet(path, device: str = "auto") -> nn.Module:
+    """A photo -> Monet generator in eval mode from a training checkpoint or any exported file."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"generator file {path} " + ("is a folder" if path.exists() else "does not exist"))
+    try:
+        if path.suffix == ".onnx":
+            return OnnxGenerator(path).eval()
+        if path.suffix == ".safetensors":
+            return _load_safetensors(path).to(resolve_device(device)).eval()
+        if _is_torchscript(path):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated, TorchScript files are not
+                return torch.jit.load(str(path), map_location=resolve_device(device)).eval()
+    except CheckpointError:
+        raise
+    except Exception as err:  # noqa: BLE001 - onnxruntime, safetensors and torch.jit raise types of their own
+        raise CheckpointError(f"{path} could not be read as a generator: {str(err).splitlines()[0]}") from None
+    return load_generator(path, "photo2monet", device)[0]
+
+
+def _load_safetensors(path: Path) -> nn.Module:
+    from safetensors import safe_open
+    with safe_open(str(path), framework="pt") as file:
+        metadata = file.metadata() or {}
+        weights = {name: file.get_tensor(name) for name in file.keys()}
+    if "monet_utils_config" not in metadata:
+        raise CheckpointError(f"{path}: no monet_utils config in its metadata; was it written by `monet_utils export`?")
+    config = checkpoint_config({"config": json.loads(metadata["monet_utils_config"])}, path)
+    generator = ResnetGenerator(config.ngf, config.n_res_blocks, norm=config.norm)
+    load_network(generator, weights, "generator", path)
+    return generator
+
+
+def _is_torchscript(path: Path) -> bool:
+    """TorchScript archives hold the model's code; torch.save archives (checkpoints) do not."""
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        return any(name.split("/")[1:2] == ["code"] for name in archive.namelist())
