@@ -1,15 +1,18 @@
-"""Command line: `python -m monet_utils run|stylize|export|demo-data ...` (see README)."""
+"""Command line: `python -m monet_utils run|train|stylize|export|demo-data ...` (see README)."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from .checkpoints import CheckpointError
 from .config import ConfigError, parse_value
 from .data import DataError
+from .distributed import WorkerError, add_config_arguments, config_from_arguments, run_worker
 from .export import FORMATS, config_path, export_generator
 from .runner import NotebookRunError, RunInterrupted, run_main_job
 from .stylize import stylize
+from .training import TrainingInterrupted
 
 
 def main(argv=None) -> int:
@@ -38,6 +41,10 @@ def main(argv=None) -> int:
     styl.add_argument("--batch-size", type=int, default=8)
     styl.add_argument("--device", default="auto")
 
+    train = commands.add_parser("train", help="train without the notebook; under torchrun, data-parallel "
+                                              "(torchrun --nproc_per_node=N -m monet_utils train ...)")
+    add_config_arguments(train)
+
     export = commands.add_parser("export", help="write the photo -> Monet generator alone as ONNX, TorchScript "
                                                 "or safetensors (its config beside it as OUTPUT.json)")
     export.add_argument("--checkpoint", required=True, help="a training checkpoint, e.g. outputs/checkpoints/latest.pt")
@@ -50,6 +57,8 @@ def main(argv=None) -> int:
             overrides = {name: parse_value(value) for name, value in args.parameter}
             executed = run_main_job(args.data_dir, args.output_dir, overrides)
             print(f"Done. Executed notebook: {executed}")
+        elif args.command == "train":
+            run_worker(config_from_arguments(args))
         elif args.command == "export":
             written = export_generator(args.checkpoint, args.format, args.output)
             print(f"Generator written to {written} ({written.stat().st_size / 2 ** 20:.1f} MB), "
@@ -61,10 +70,11 @@ def main(argv=None) -> int:
             from .demo_data import DEMO_DIR, make_demo_dataset
             root = make_demo_dataset(args.out or DEMO_DIR, args.photos, args.paintings, seed=args.seed)
             print(f"Demo data written to {root}")
-    except RunInterrupted as err:
-        print(err, file=sys.stderr)
+    except (RunInterrupted, TrainingInterrupted) as err:
+        if os.environ.get("RANK", "0") == "0":  # under torchrun, every worker stopped at the same step
+            print(err, file=sys.stderr)
         return 130  # the shell's code for a run stopped by Ctrl-C
-    except (ConfigError, DataError, NotebookRunError, CheckpointError, OSError) as err:
+    except (ConfigError, DataError, NotebookRunError, CheckpointError, WorkerError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0

@@ -40,6 +40,7 @@ class CycleGANConfig:
     checkpoint_minutes: float = 10.0  # also save when this long has passed since the last save; 0 = off
     num_workers: int = 2
     device: str = "auto"  # "auto" picks cuda when available, else cpu
+    gpus: int | str = "auto"  # processes: "auto" = every visible GPU (torchrun when 2+); N; with device="cpu", N CPU processes
     # Speed switches; "auto" picks per device (monet_utils.acceleration says how and why).
     amp: str = "auto"  # "off", "bf16" or "fp16" (with a gradient scaler)
     channels_last: str = "auto"  # "on" / "off"
@@ -97,6 +98,8 @@ class CycleGANConfig:
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"config '{name}' must be one of {allowed}, got {getattr(self, name)!r}")
+        if self.gpus != "auto" and (not isinstance(self.gpus, int) or isinstance(self.gpus, bool) or self.gpus < 1):
+            raise ConfigError(f"config 'gpus' must be 'auto' or a positive integer, got {self.gpus!r}")
         _check_type(self, "max_skipped_steps", int)
         if self.max_skipped_steps < 1:
             raise ConfigError(f"config 'max_skipped_steps' must be >= 1, got {self.max_skipped_steps}")

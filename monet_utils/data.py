@@ -186,22 +186,35 @@ class UnpairedDataset(Dataset):
 
 
 class EpochSampler(Sampler[int]):
-    """A fresh permutation per epoch from (seed, epoch), able to start part-way through,
-    which is what resuming mid-epoch needs."""
+    """A fresh permutation per epoch from (seed, epoch), cut into whole batches of `batch_size`
+    (the global batch); this process gets its `rank`'s share of each, so the processes of a
+    distributed run see disjoint parts of one epoch, and one process sees every batch. It can
+    start at any batch, which is what resuming mid-epoch needs."""
 
-    def __init__(self, length: int, seed: int = 0):
-        self.length, self.seed = length, seed
-        self.epoch, self.start = 0, 0
+    def __init__(self, length: int, batch_size: int, seed: int = 0, rank: int = 0, world_size: int = 1):
+        if batch_size % world_size:
+            raise ValueError(f"batch_size {batch_size} does not divide evenly over {world_size} processes")
+        self.length, self.batch_size, self.seed = length, batch_size, seed
+        self.share = batch_size // world_size
+        self.offset = rank * self.share
+        self.epoch = self.start_batch = 0
 
-    def set_epoch(self, epoch: int, start: int = 0) -> None:
-        self.epoch, self.start = epoch, start
+    @property
+    def batches(self) -> int:
+        return self.length // self.batch_size  # equal batches keep the step cost and the loss scale steady
+
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        self.epoch, self.start_batch = epoch, start_batch
 
     def __iter__(self):
         generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-        return iter(torch.randperm(self.length, generator=generator)[self.start:].tolist())
+        order = torch.randperm(self.length, generator=generator)
+        for batch in range(self.start_batch, self.batches):
+            first = batch * self.batch_size + self.offset
+            yield from order[first:first + self.share].tolist()
 
     def __len__(self) -> int:
-        return self.length - self.start
+        return (self.batches - self.start_batch) * self.share
 
 
 def build_dataset(config: CycleGANConfig, data_dir: str | os.PathLike) -> UnpairedDataset:
@@ -219,12 +232,12 @@ def build_dataset(config: CycleGANConfig, data_dir: str | os.PathLike) -> Unpair
 class AugmentingLoader(DataLoader):
     """albumentations per image in worker processes: the reference data path."""
 
-    def __init__(self, dataset: UnpairedDataset, config: CycleGANConfig):
+    def __init__(self, dataset: UnpairedDataset, config: CycleGANConfig, rank: int = 0, world_size: int = 1):
+        sampler = EpochSampler(len(dataset), config.batch_size, config.seed, rank, world_size)
         super().__init__(
             dataset,
-            batch_size=config.batch_size,
-            sampler=EpochSampler(len(dataset), seed=config.seed),
-            drop_last=True,  # equal batches keep the step cost and the loss scale steady
+            batch_size=sampler.share,
+            sampler=sampler,
             num_workers=config.num_workers,
             pin_memory=torch.cuda.is_available(),
             persistent_workers=False,  # workers must see set_epoch, so they restart each epoch
@@ -232,11 +245,11 @@ class AugmentingLoader(DataLoader):
 
     @property
     def steps_per_epoch(self) -> int:
-        return len(self.dataset) // self.batch_size
+        return self.sampler.batches
 
     def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
         self.dataset.set_epoch(epoch)
-        self.sampler.set_epoch(epoch, start=start_batch * self.batch_size)
+        self.sampler.set_epoch(epoch, start_batch)
 
 
 def decode_all(paths, image_size: int) -> torch.Tensor:
@@ -257,41 +270,49 @@ class InMemoryLoader:
     process feeds the accelerator. Same jitter as `train_transform`, same sampling and the same
     (seed, epoch, batch) determinism as the albumentations path, not the same pixels."""
 
-    def __init__(self, dataset: UnpairedDataset, config: CycleGANConfig, device: torch.device | str = "cpu"):
+    def __init__(self, dataset: UnpairedDataset, config: CycleGANConfig, device: torch.device | str = "cpu",
+                 rank: int = 0, world_size: int = 1):
         self.dataset, self.batch_size, self.seed = dataset, config.batch_size, config.seed
         self.image_size, self.load_size = config.image_size, round(config.image_size * 286 / 256)
         self.photos = decode_all(dataset.photo_paths, config.image_size).to(device)
         self.monets = decode_all(dataset.monet_paths, config.image_size).to(device)
-        self.sampler = EpochSampler(len(dataset), seed=config.seed)
+        self.sampler = EpochSampler(len(dataset), config.batch_size, config.seed, rank, world_size)
+        # This process's images of each global batch; the random draws are made for the whole batch.
+        self.share = slice(self.sampler.offset, self.sampler.offset + self.sampler.share)
         self.epoch = self.start_batch = 0
 
     @property
     def steps_per_epoch(self) -> int:
-        return len(self.dataset) // self.batch_size
+        return self.sampler.batches
 
     def __len__(self) -> int:
         return self.steps_per_epoch - self.start_batch
 
     def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
         self.epoch, self.start_batch = epoch, start_batch
-        self.sampler.set_epoch(epoch, start=start_batch * self.batch_size)
+        self.sampler.set_epoch(epoch, start_batch)
 
     def __iter__(self):
-        order = torch.tensor(list(self.sampler), dtype=torch.long)
-        for offset in range(len(order) // self.batch_size):
+        order = torch.tensor(list(self.sampler), dtype=torch.long).view(-1, self.sampler.share)
+        for offset, photo_index in enumerate(order):
             generator = torch.Generator().manual_seed(hash((self.seed, self.epoch, self.start_batch + offset)))
-            photo_index = order[offset * self.batch_size:(offset + 1) * self.batch_size]
-            monet_index = torch.randint(len(self.monets), (self.batch_size,), generator=generator)
-            yield (self.augment(self.photos[photo_index.to(self.photos.device)], generator),
-                   self.augment(self.monets[monet_index.to(self.monets.device)], generator))
+            monet_index = torch.randint(len(self.monets), (self.batch_size,), generator=generator)[self.share]
+            photo_jitter, monet_jitter = self.draw_jitter(generator), self.draw_jitter(generator)
+            yield (self.augment(self.photos[photo_index.to(self.photos.device)], photo_jitter),
+                   self.augment(self.monets[monet_index.to(self.monets.device)], monet_jitter))
 
-    def augment(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """Resize to load_size, random crop to image_size, random horizontal flip, to [-1, 1]."""
+    def draw_jitter(self, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """Crop corners and flips for the whole global batch, this process's share of them."""
+        corners = torch.randint(0, self.load_size - self.image_size + 1, (self.batch_size, 2), generator=generator)
+        flip = torch.rand(self.batch_size, generator=generator) < 0.5
+        return corners[self.share], flip[self.share]
+
+    def augment(self, images: torch.Tensor, jitter: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """Resize to load_size, crop to image_size at the drawn corners, flip where drawn, to [-1, 1]."""
         count, size, device = len(images), self.image_size, images.device
         images = F.interpolate(images.float(), size=(self.load_size, self.load_size), mode="bilinear",
                                align_corners=False)
-        corners = torch.randint(0, self.load_size - size + 1, (count, 2), generator=generator).to(device)
-        flip = (torch.rand(count, generator=generator) < 0.5).to(device)
+        corners, flip = (t.to(device) for t in jitter)
         steps = torch.arange(size, device=device)
         rows = corners[:, :1] + steps
         cols = corners[:, 1:] + torch.where(flip[:, None], steps.flip(0), steps)  # a flip is reversed columns
@@ -300,11 +321,12 @@ class InMemoryLoader:
 
 
 def make_train_loader(config: CycleGANConfig, dataset: UnpairedDataset, data_path: str = "loader",
-                      device: torch.device | str = "cpu"):
-    """The batches for training: "memory" (decoded once, augmented on `device`) or "loader"."""
+                      device: torch.device | str = "cpu", rank: int = 0, world_size: int = 1):
+    """This process's batches for training: "memory" (decoded once, augmented on `device`) or
+    "loader"; in a distributed run, its share of each global batch."""
     if data_path == "memory":
-        return InMemoryLoader(dataset, config, device)
-    return AugmentingLoader(dataset, config)
+        return InMemoryLoader(dataset, config, device, rank, world_size)
+    return AugmentingLoader(dataset, config, rank, world_size)
 
 
 def load_images(paths, height: int, width: int | None = None) -> torch.Tensor:

@@ -23,6 +23,7 @@ from .checkpoints import CheckpointError, check_architecture, read_checkpoint
 from .config import CycleGANConfig, ConfigError
 from .data import DataError, find_data_dir
 from .demo_data import DEMO_DIR, make_demo_dataset
+from .distributed import process_count
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK = REPO_ROOT / "notebooks" / "monet_cyclegan.ipynb"
@@ -109,6 +110,7 @@ def validate_parameters(parameters: dict, notebook: str | os.PathLike = NOTEBOOK
     config_keys = set(CycleGANConfig.__dataclass_fields__)
     config = CycleGANConfig.from_dict({k: v for k, v in parameters.items() if k in config_keys})
     resolve_speed(config, resolve_device(config.device))  # e.g. amp='fp16' or device='cuda' without a GPU
+    process_count(config)  # gpus beyond the visible devices, or a batch that does not split over them
     return config
 
 

@@ -25,6 +25,7 @@ from .acceleration import autocast, compile_network, make_grad_scaler, resolve_d
 from .checkpoints import check_architecture, load_network, read_checkpoint, write_checkpoint
 from .config import CycleGANConfig
 from .data import make_train_loader
+from .distributed import any_rank, gather, mean_over_ranks, rank_and_world, wrap
 from .image_pool import ImagePool
 from .losses import GANLoss
 from .models import PatchDiscriminator, ResnetGenerator, init_weights
@@ -76,9 +77,11 @@ def set_requires_grad(nets, requires_grad: bool) -> None:
 
 
 class CycleGANTrainer:
-    def __init__(self, config: CycleGANConfig):
+    def __init__(self, config: CycleGANConfig, device: torch.device | None = None):
+        """`device` is the process's own in a distributed run (`distributed.init_process_group`)."""
         self.config = config
-        self.device = resolve_device(config.device)
+        self.device = device or resolve_device(config.device)
+        self.rank, self.world_size = rank_and_world()
         self.speed = resolve_speed(config, self.device)
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick the fastest kernels
@@ -91,6 +94,10 @@ class CycleGANTrainer:
             init_weights(make_d(), config.init_gain).to(self.device, memory_format=self.memory_format) for _ in "ab")
         for net in self.networks.values():
             compile_network(net, self.speed)
+        # What the training step calls: each network in its own DistributedDataParallel in a
+        # distributed run, so the G step all-reduces only G gradients and the D step only D's.
+        self.G_photo2monet_replica, self.G_monet2photo_replica, self.D_monet_replica, self.D_photo_replica = (
+            wrap(net, self.device) for net in self.networks.values())
         adam = dict(lr=config.lr, betas=(config.beta1, config.beta2), fused=self.speed.fused_adam or None)
         self.opt_G = torch.optim.Adam(
             itertools.chain(self.G_photo2monet.parameters(), self.G_monet2photo.parameters()), **adam)
@@ -100,8 +107,9 @@ class CycleGANTrainer:
         self.sched_G, self.sched_D = (
             torch.optim.lr_scheduler.LambdaLR(opt, lambda epoch: self.lr_factor(epoch)) for opt in (self.opt_G, self.opt_D)
         )
-        self.pool_monet = ImagePool(config.pool_size, seed=config.seed)  # fake paintings for D_monet
-        self.pool_photo = ImagePool(config.pool_size, seed=config.seed + 1)
+        pool_seed = config.seed + 1000 * self.rank  # each process keeps its own pools
+        self.pool_monet = ImagePool(config.pool_size, seed=pool_seed)  # fake paintings for D_monet
+        self.pool_photo = ImagePool(config.pool_size, seed=pool_seed + 1)
         self.gan_loss = GANLoss(config.gan_mode)
         self.step = self.epoch = self.epoch_step = 0  # epoch_step: steps done in the current epoch
         self.train_seconds = 0.0  # summed over resumed runs
@@ -141,18 +149,19 @@ class CycleGANTrainer:
         # Generators: D weights are fixed so their gradients are not computed for nothing.
         set_requires_grad((self.D_monet, self.D_photo), False)
         self.opt_G.zero_grad(set_to_none=True)
+        G_photo2monet, G_monet2photo = self.G_photo2monet_replica, self.G_monet2photo_replica
         with autocast(self.speed, self.device):
-            fake_monet = self.G_photo2monet(real_photo)
-            fake_photo = self.G_monet2photo(real_monet)
-            losses = {
+            fake_monet = G_photo2monet(real_photo)
+            fake_photo = G_monet2photo(real_monet)
+            losses = {  # the Ds' own modules: their frozen weights get no gradient to all-reduce
                 "adv_photo2monet": self.gan_loss(self.D_monet(fake_monet), True),
                 "adv_monet2photo": self.gan_loss(self.D_photo(fake_photo), True),
-                "cycle_photo": F.l1_loss(self.G_monet2photo(fake_monet), real_photo) * cfg.cycle_lambda,
-                "cycle_monet": F.l1_loss(self.G_photo2monet(fake_photo), real_monet) * cfg.cycle_lambda,
+                "cycle_photo": F.l1_loss(G_monet2photo(fake_monet), real_photo) * cfg.cycle_lambda,
+                "cycle_monet": F.l1_loss(G_photo2monet(fake_photo), real_monet) * cfg.cycle_lambda,
             }
             if cfg.identity_lambda > 0:  # keeps colours: a painting fed to photo2monet should pass through
-                losses["idt_photo2monet"] = F.l1_loss(self.G_photo2monet(real_monet), real_monet) * cfg.identity_lambda
-                losses["idt_monet2photo"] = F.l1_loss(self.G_monet2photo(real_photo), real_photo) * cfg.identity_lambda
+                losses["idt_photo2monet"] = F.l1_loss(G_photo2monet(real_monet), real_monet) * cfg.identity_lambda
+                losses["idt_monet2photo"] = F.l1_loss(G_monet2photo(real_photo), real_photo) * cfg.identity_lambda
             else:
                 losses["idt_photo2monet"] = losses["idt_monet2photo"] = torch.zeros((), device=self.device)
         self.scaler.scale(sum(losses.values())).backward()
@@ -161,11 +170,13 @@ class CycleGANTrainer:
         set_requires_grad((self.D_monet, self.D_photo), True)
         self.opt_D.zero_grad(set_to_none=True)
         with autocast(self.speed, self.device):
-            losses["D_monet"] = self.discriminator_loss(self.D_monet, real_monet, self.pool_monet.query(fake_monet))
-            losses["D_photo"] = self.discriminator_loss(self.D_photo, real_photo, self.pool_photo.query(fake_photo))
+            losses["D_monet"] = self.discriminator_loss(self.D_monet_replica, real_monet, self.pool_monet.query(fake_monet))
+            losses["D_photo"] = self.discriminator_loss(self.D_photo_replica, real_photo, self.pool_photo.query(fake_photo))
         self.scaler.scale(losses["D_monet"] + losses["D_photo"]).backward()
 
-        values = dict(zip(LOSS_NAMES, torch.stack([losses[n].detach().float() for n in LOSS_NAMES]).tolist()))
+        # The global batch's losses: every process then takes the same skip decision below.
+        stacked = mean_over_ranks(torch.stack([losses[n].detach().float() for n in LOSS_NAMES]))
+        values = dict(zip(LOSS_NAMES, stacked.tolist()))
         if all(math.isfinite(v) for v in values.values()):  # the step's one device sync, above
             self.scaler.step(self.opt_G)  # with fp16, also skipped if a gradient overflowed
             self.scaler.step(self.opt_D)
@@ -188,8 +199,8 @@ class CycleGANTrainer:
                 f"Lower lr, or try amp='off' (now {self.speed.amp!r}).")
 
     def train_loader(self, dataset):
-        """Batches of `dataset` by the resolved data path, on this trainer's device."""
-        return make_train_loader(self.config, dataset, self.speed.data_path, self.device)
+        """This process's batches of `dataset` by the resolved data path, on this trainer's device."""
+        return make_train_loader(self.config, dataset, self.speed.data_path, self.device, self.rank, self.world_size)
 
     def discriminator_loss(self, net, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
         return 0.5 * (self.gan_loss(net(real), True) + self.gan_loss(net(fake.detach()), False))
@@ -206,7 +217,7 @@ class CycleGANTrainer:
         if cfg.max_steps:
             total = min(total, cfg.max_steps)
         bar = progress_bar(total=total, initial=min(self.step, total), desc="training", unit="step",
-                           disable=not progress)
+                           disable=not progress or self.rank != 0)
         started = time.perf_counter() - self.train_seconds
         self.saved_at = time.monotonic()
         with stop_requests() as stop:
@@ -222,10 +233,13 @@ class CycleGANTrainer:
                     bar.set_postfix(epoch=self.epoch, G_cycle=f"{losses['cycle_photo']:.3f}",
                                     D_monet=f"{losses['D_monet']:.3f}", refresh=False)
                     self.train_seconds = time.perf_counter() - started
+                    stopping, due = any_rank(bool(stop), self.checkpoint_due())  # every process alike
+                    if stopping and not stop:
+                        stop.append("SIGINT on another process")
                     if self.step >= total or stop:
                         break
                     epoch_ends = self.epoch_step == loader.steps_per_epoch  # saved below in any case
-                    if not epoch_ends and (self.step % cfg.checkpoint_every == 0 or self.checkpoint_due()):
+                    if not epoch_ends and (self.step % cfg.checkpoint_every == 0 or due):
                         self.save()
                 if self.epoch_step >= loader.steps_per_epoch:  # also when max_steps ends exactly on an epoch
                     self.epoch += 1
@@ -245,12 +259,13 @@ class CycleGANTrainer:
             time.monotonic() - self.saved_at >= self.config.checkpoint_minutes * 60)
 
     def state_dict(self) -> dict:
+        """Everything a resumed run needs; `pools` holds every process's pools (a collective call)."""
         return {
             "config": self.config.to_dict(),
             "networks": {name: net.state_dict() for name, net in self.networks.items()},
             "opt_G": self.opt_G.state_dict(), "opt_D": self.opt_D.state_dict(),
             "sched_G": self.sched_G.state_dict(), "sched_D": self.sched_D.state_dict(),
-            "pool_monet": self.pool_monet.state_dict(), "pool_photo": self.pool_photo.state_dict(),
+            "pools": gather({"monet": self.pool_monet.state_dict(), "photo": self.pool_photo.state_dict()}),
             "scaler": self.scaler.state_dict(), "skipped_total": self.skipped_total,
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
@@ -259,8 +274,11 @@ class CycleGANTrainer:
         }
 
     def save(self, path: str | os.PathLike | None = None) -> Path:
-        path = write_checkpoint(self.state_dict(), path or self.checkpoint_path)
-        self.config.save(path.parent / "config.json")
+        """Called by every process; process 0 writes."""
+        state, path = self.state_dict(), Path(path or self.checkpoint_path)
+        if self.rank == 0:
+            write_checkpoint(state, path)
+            self.config.save(path.parent / "config.json")
         self.saved_at = time.monotonic()
         return path
 
@@ -273,8 +291,11 @@ class CycleGANTrainer:
         self.opt_D.load_state_dict(state["opt_D"])
         self.sched_G.load_state_dict(state["sched_G"])
         self.sched_D.load_state_dict(state["sched_D"])
-        self.pool_monet.load_state_dict(state["pool_monet"], self.device)
-        self.pool_photo.load_state_dict(state["pool_photo"], self.device)
+        # Checkpoints before distributed training held one process's pools as pool_monet/pool_photo.
+        pools = state.get("pools") or [{"monet": state["pool_monet"], "photo": state["pool_photo"]}]
+        mine = pools[self.rank % len(pools)]  # exact when resumed with as many processes as it was saved by
+        self.pool_monet.load_state_dict(mine["monet"], self.device)
+        self.pool_photo.load_state_dict(mine["photo"], self.device)
         self.scaler.load_state_dict(state["scaler"])
         self.skipped_total = state["skipped_total"]
         torch.set_rng_state(state["torch_rng"])
@@ -293,7 +314,8 @@ class CycleGANTrainer:
         return {
             "steps": self.step, "epochs_completed": self.epoch, "train_seconds": round(self.train_seconds, 2),
             "seconds_per_step": round(self.train_seconds / max(1, self.step), 4),  # skipped steps took time too
-            "device": str(self.device), "speed": asdict(self.speed), "skipped_steps": self.skipped_total,
+            "device": str(self.device), "processes": self.world_size, "speed": asdict(self.speed),
+            "skipped_steps": self.skipped_total,
             "final": {name: mean(tail, name) for name in LOSS_NAMES},
             "mean": {name: mean(self.history, name) for name in LOSS_NAMES},
         }

@@ -40,7 +40,7 @@ def test_a_genuine_checkpoint_reads_as_data_only(tiny_config):
     trainer = CycleGANTrainer(tiny_config)
     trainer.train_step(*fixed_batch())  # fills the pools: their RNG state must load as plain data
     state = read_checkpoint(trainer.save())
-    assert state["step"] == 0 and len(state["pool_monet"]["images"]) == 2
+    assert state["step"] == 0 and len(state["pools"][0]["monet"]["images"]) == 2
 
 
 def test_a_failed_save_removes_its_temporary_file_and_keeps_the_previous_checkpoint(tiny_config, monkeypatch):

@@ -102,13 +102,44 @@ def test_paintings_are_drawn_independently_of_photos(dataset_dir, tiny_config):
 
 
 def test_epoch_sampler_covers_every_photo_and_can_start_part_way():
-    sampler = EpochSampler(10, seed=3)
+    sampler = EpochSampler(10, batch_size=2, seed=3)
     order = list(sampler)
     assert sorted(order) == list(range(10))
-    sampler.set_epoch(0, start=4)
+    sampler.set_epoch(0, start_batch=2)
     assert list(sampler) == order[4:] and len(sampler) == 6
     sampler.set_epoch(1)
     assert list(sampler) != order
+
+
+@pytest.mark.parametrize("world_size", [2, 4])
+def test_sharded_samplers_split_every_batch_of_one_epoch_without_overlap(world_size):
+    """13 photos, global batch 4: 3 whole batches. The ranks' shares of batch b are together
+    exactly batch b of the one-process order, and resuming at a batch gives the same shares."""
+    single = list(EpochSampler(13, batch_size=4, seed=5))
+    shards = [EpochSampler(13, batch_size=4, seed=5, rank=r, world_size=world_size) for r in range(world_size)]
+    share = 4 // world_size
+    per_rank = [list(s) for s in shards]
+    assert all(len(p) == len(s) == 3 * share for p, s in zip(per_rank, shards))
+    for b in range(3):
+        assert sum((p[b * share:(b + 1) * share] for p in per_rank), []) == single[b * 4:(b + 1) * 4]
+    seen = sum(per_rank, [])
+    assert len(seen) == len(set(seen)) == 12  # disjoint; the 13th photo waits for another epoch
+    for s in shards:
+        s.set_epoch(0, start_batch=1)
+    assert [list(s) for s in shards] == [p[share:] for p in per_rank]
+    with pytest.raises(ValueError, match="divide evenly"):
+        EpochSampler(13, batch_size=4, world_size=3)
+
+
+@pytest.mark.parametrize("data_path", ["loader", "memory"])
+def test_two_ranks_get_the_halves_of_each_one_process_batch(dataset_dir, tiny_config, data_path):
+    config = tiny_config.replace(batch_size=4, image_size=32)
+    dataset = build_dataset(config, dataset_dir)
+    whole = list(make_train_loader(config, dataset, data_path))
+    halves = [list(make_train_loader(config, dataset, data_path, rank=r, world_size=2)) for r in range(2)]
+    assert len(whole) == len(halves[0]) == len(halves[1]) == 1  # 6 photos, batch 4
+    for domain in (0, 1):  # photos and paintings, crops and flips included
+        assert torch.equal(torch.cat([halves[0][0][domain], halves[1][0][domain]]), whole[0][domain])
 
 
 def test_batches_do_not_depend_on_worker_count(dataset_dir, tiny_config):
@@ -170,13 +201,14 @@ def test_memory_loader_crop_and_flip_are_the_reference_jitter(tiny_config):
     loader = InMemoryLoader.__new__(InMemoryLoader)
     loader.image_size, loader.load_size = 4, 4  # no resize: the crop is the whole image
     ramp = torch.arange(4, dtype=torch.uint8).repeat(4, 1)[None, None].repeat(8, 3, 1, 1) * 50  # columns 0..150
-    out = loader.augment(ramp, torch.Generator().manual_seed(0))
+    loader.batch_size, loader.share = 8, slice(0, 8)
+    out = loader.augment(ramp, loader.draw_jitter(torch.Generator().manual_seed(0)))
     expected = ramp.float() / 127.5 - 1
     flipped = [torch.equal(o, expected[0].flip(-1)) for o in out]
     assert all(f or torch.equal(o, expected[0]) for f, o in zip(flipped, out))
     assert 0 < sum(flipped) < 8  # both outcomes occur
     loader.load_size = 8  # now a 4x4 crop of the 8x8 upsampled ramp
-    crops = loader.augment(ramp, torch.Generator().manual_seed(1))
+    crops = loader.augment(ramp, loader.draw_jitter(torch.Generator().manual_seed(1)))
     assert crops.shape == (8, 3, 4, 4) and crops.min() >= -1 and crops.max() <= 1
 
 
