@@ -3,12 +3,14 @@
     .venv/bin/python benchmarks/bench_train.py --size 64 --batch 4             # CPU, a few minutes
     .venv/bin/python benchmarks/bench_train.py --size 256 --batch 1 --steps 5
     .venv/bin/python benchmarks/bench_train.py --size 256 --batch 4 --device cuda
+    .venv/bin/python benchmarks/bench_train.py --size 64 --batch 4 --nproc 2 --only reference   # data-parallel
 
 Reference = fp32, contiguous, eager, plain (foreach) Adam, InstanceNorm: the core implementation.
 Each row runs in its own process (clean peak memory, no compile cache shared): median step time
 after warm-up, images/s (photo+painting pairs), ratio to the reference, the first step (which
 pays for compilation), peak memory (CUDA peak allocated; on CPU the process's peak RSS). Then the
-data paths' images/s.
+data paths' images/s. With --nproc N: images/s of torchrun training with 1 and with N processes
+(the global batch --batch split over them, DDP as in `monet_utils.distributed`), and the ratio.
 """
 from __future__ import annotations
 
@@ -58,6 +60,53 @@ def measure(settings: dict, args) -> dict:
             "speed": str(trainer.speed)}
 
 
+def ddp_worker(args) -> None:
+    """One torchrun process: fixed random batches of its share of the global batch, timed on rank 0."""
+    from monet_utils.config import CycleGANConfig
+    from monet_utils.distributed import init_process_group
+    from monet_utils.training import CycleGANTrainer
+    import torch.distributed as dist
+
+    config = CycleGANConfig(image_size=args.size, batch_size=args.batch, device=args.device, ngf=args.ngf,
+                            ndf=args.ngf, n_res_blocks=args.blocks, **REFERENCE)
+    device = init_process_group(config)
+    trainer = CycleGANTrainer(config, device=device)
+    share = args.batch // dist.get_world_size()
+    generator = torch.Generator().manual_seed(dist.get_rank())
+    photo, monet = (torch.rand(share, 3, args.size, args.size, generator=generator) * 2 - 1 for _ in "ab")
+    times = []
+    for _ in range(args.warmup + args.steps):
+        start = time.perf_counter()
+        trainer.train_step(photo, monet)  # the losses' all-reduce ends every step on every process
+        times.append(time.perf_counter() - start)
+    if dist.get_rank() == 0:
+        print(json.dumps({"median_s": statistics.median(times[args.warmup:])}))
+    dist.destroy_process_group()
+
+
+def ddp_scaling(args) -> None:
+    """Images/s with 1 and with args.nproc torchrun processes, the same global batch."""
+    import os
+    rates = {}
+    for nproc in (1, args.nproc):
+        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+                   __file__, "--ddp-worker"] + [f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items()
+                                                if k in ("size", "batch", "steps", "warmup", "ngf", "blocks", "device")]
+        env = dict(os.environ)
+        if args.device == "cpu":  # each process its share of the cores, as monet_utils.distributed does
+            env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // nproc))
+        done = subprocess.run(command, capture_output=True, text=True, env=env)
+        if done.returncode:
+            print(f"{nproc} process(es): failed\n{done.stdout[-1500:]}{done.stderr[-1500:]}", file=sys.stderr)
+            return
+        rates[nproc] = args.batch / json.loads(done.stdout.strip().splitlines()[-1])["median_s"]
+    print(f"\n| processes ({args.device}) | global batch | images/s | vs 1 process |\n|---:|---:|---:|---:|")
+    for nproc, rate in rates.items():
+        print(f"| {nproc} | {args.batch} | {rate:.2f} | {rate / rates[1]:.2f}x |")
+    if args.device == "cpu":
+        print("\nOn a CPU the processes share the same cores: this ratio says nothing about GPUs.")
+
+
 def data_path_speed(args) -> list[tuple[str, float]]:
     """Images/s of each data path over synthetic 256x256 JPEGs, batches moved to the device."""
     from monet_utils.config import CycleGANConfig
@@ -98,10 +147,15 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--only", default=None, help="comma-separated row names to run")
     parser.add_argument("--data-images", type=int, default=256, help="photos for the data-path measurement")
+    parser.add_argument("--nproc", type=int, default=0, help="also measure torchrun with 1 and NPROC processes")
     parser.add_argument("--one", default=None, help=argparse.SUPPRESS)  # internal: measure one config
+    parser.add_argument("--ddp-worker", action="store_true", help=argparse.SUPPRESS)  # internal: one torchrun process
     args = parser.parse_args()
     if args.one is not None:
         print(json.dumps(measure(json.loads(args.one), args)))
+        return
+    if args.ddp_worker:
+        ddp_worker(args)
         return
 
     print(f"device {args.device}, {torch.get_num_threads()} threads, torch {torch.__version__}, "
@@ -115,7 +169,8 @@ def main() -> None:
         if "CUDA only" in name and args.device == "cpu":
             continue
         command = [sys.executable, __file__, "--one", json.dumps(CONFIGS[name])] + [
-            f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items() if k not in ("one", "only") and v is not None]
+            f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items()
+            if k not in ("one", "only", "nproc", "ddp_worker") and v is not None]
         done = subprocess.run(command, capture_output=True, text=True)
         if done.returncode:
             results[name] = None
@@ -137,6 +192,8 @@ def main() -> None:
     print(f"\n| {'data path':<40} | images/s |\n|{'-' * 42}|---------:|")
     for label, rate in data_path_speed(args):
         print(f"| {label:<40} | {rate:8.1f} |")
+    if args.nproc > 1:
+        ddp_scaling(args)
 
 
 if __name__ == "__main__":
