@@ -63,7 +63,8 @@ class KernelInterrupter:
                 # Unix sockets, one set per kernel (parallel sweeps): local only, and no "running
                 # over TCP without encryption" warning from the kernel.
                 if os.name == "posix":
-                    kwargs.update(transport="ipc", ip=os.path.join(tempfile.gettempdir(), f"monet-kernel-{uuid.uuid4().hex[:12]}"))
+                    ipc_prefix = os.path.join(tempfile.gettempdir(), f"monet-kernel-{uuid.uuid4().hex[:12]}")
+                    kwargs.update(transport="ipc", ip=ipc_prefix)
                 super().__init__(**kwargs)
                 kernels.append(self)
 

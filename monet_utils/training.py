@@ -220,8 +220,9 @@ class CycleGANTrainer:
                            disable=not progress or self.rank != 0)
         started = time.perf_counter() - self.train_seconds
         self.saved_at = time.monotonic()
+        stopping = False  # agreed by every process, at the same step
         with stop_requests() as stop:
-            while self.epoch < cfg.epochs and self.step < total and not stop:
+            while self.epoch < cfg.epochs and self.step < total and not stopping:
                 loader.set_epoch(self.epoch, start_batch=self.epoch_step)
                 for real_photo, real_monet in loader:
                     losses = self.train_step(real_photo, real_monet)
@@ -233,10 +234,8 @@ class CycleGANTrainer:
                     bar.set_postfix(epoch=self.epoch, G_cycle=f"{losses['cycle_photo']:.3f}",
                                     D_monet=f"{losses['D_monet']:.3f}", refresh=False)
                     self.train_seconds = time.perf_counter() - started
-                    stopping, due = any_rank(bool(stop), self.checkpoint_due())  # every process alike
-                    if stopping and not stop:
-                        stop.append("SIGINT on another process")
-                    if self.step >= total or stop:
+                    stopping, due = any_rank(bool(stop), self.checkpoint_due())
+                    if self.step >= total or stopping:
                         break
                     epoch_ends = self.epoch_step == loader.steps_per_epoch  # saved below in any case
                     if not epoch_ends and (self.step % cfg.checkpoint_every == 0 or due):
@@ -248,8 +247,9 @@ class CycleGANTrainer:
                     self.sched_D.step()
                 self.save()
         bar.close()
-        if stop:
-            raise TrainingInterrupted(f"{stop[0]}: training stopped after step {self.step}; checkpoint "
+        if stopping:
+            signal_name = stop[0] if stop else "a signal to another process"
+            raise TrainingInterrupted(f"{signal_name}: training stopped after step {self.step}; checkpoint "
                                       f"{self.checkpoint_path} holds it, and a re-run resumes from there")
         return self.history
 
