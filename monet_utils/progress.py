@@ -10,8 +10,11 @@ from tqdm import tqdm
 
 def progress_bar(iterable=None, **kwargs) -> tqdm:
     """A text tqdm bar; off a terminal (notebooks, logs) it redraws every 10 s, since papermill
-    keeps every redraw as an output and a bar at tqdm's default rate bloats the notebook to MBs."""
-    kwargs.setdefault("mininterval", 0.1 if sys.stderr.isatty() else 10.0)
+    keeps every redraw as an output and a bar at tqdm's default rate bloats the notebook to MBs,
+    and it writes to stdout, so that it stays in order with the cell's prints."""
+    terminal = sys.stderr.isatty()
+    kwargs.setdefault("mininterval", 0.1 if terminal else 10.0)
+    kwargs.setdefault("file", sys.stderr if terminal else sys.stdout)
     return tqdm(iterable, **kwargs)
 
 
