@@ -12,7 +12,9 @@ Calls not trusted, and why: `torch.cuda.is_bf16_supported()` returns True on a T
 `including_emulation=True` only checks that a bf16 tensor can be made), although a T4 has no bf16
 tensor cores and Triton cannot compile bf16 for sm_75 (pytorch issue 118122).
 `torch.cuda.get_device_capability()` without an argument reads the current device, which need
-not be the training device.
+not be the training device. Trusted: `get_device_capability(device)` ((7, 5) on a T4, (9, 0) on an
+H100); `get_arch_list()`, the build's sm_* kernels (sm_75 up to sm_120 in the cu128 builds, so a
+P100's 6.0 is refused up front); `Adam(fused=True)` and the fp16 GradScaler, which run on both.
 """
 from __future__ import annotations
 
