@@ -41,13 +41,19 @@ def write_checkpoint(state: dict, path: str | os.PathLike) -> Path:
     return path
 
 
-def read_checkpoint(path: str | os.PathLike) -> dict:
-    """The state in `path`, read as data only; CheckpointError if it is anything else."""
+def existing_file(path: str | os.PathLike, what: str = "checkpoint") -> Path:
+    """`path` as a Path; CheckpointError when it is missing or a folder."""
     path = Path(path)
     if not path.exists():
-        raise CheckpointError(f"checkpoint {path} does not exist")
+        raise CheckpointError(f"{what} {path} does not exist")
     if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} is a folder, not a checkpoint file")
+        raise CheckpointError(f"{what} {path} is a folder, not a file")
+    return path
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict:
+    """The state in `path`, read as data only; CheckpointError if it is anything else."""
+    path = existing_file(path)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - torch raises several types for corrupt or unsafe files

@@ -54,9 +54,13 @@ def process_count(config: CycleGANConfig) -> int:
     if on_cpu and wanted > 1 and config.device != "cpu":
         raise ConfigError(f"config 'gpus' is {wanted} but torch sees no CUDA device; set device='cpu' to "
                           f"train with {wanted} CPU processes")
-    if config.batch_size % wanted:
-        raise ConfigError(f"config 'batch_size' ({config.batch_size}) must divide evenly over {wanted} processes")
+    check_batch_split(config, wanted)
     return wanted
+
+
+def check_batch_split(config: CycleGANConfig, processes: int) -> None:
+    if config.batch_size % processes:
+        raise ConfigError(f"config 'batch_size' ({config.batch_size}) must divide evenly over {processes} processes")
 
 
 def init_process_group(config: CycleGANConfig) -> torch.device:
@@ -73,9 +77,7 @@ def init_process_group(config: CycleGANConfig) -> torch.device:
         device = torch.device("cpu")
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // local_world))
         dist.init_process_group("gloo")
-    if config.batch_size % dist.get_world_size():
-        raise ConfigError(f"config 'batch_size' ({config.batch_size}) must divide evenly over "
-                          f"{dist.get_world_size()} processes")
+    check_batch_split(config, dist.get_world_size())
     return device
 
 

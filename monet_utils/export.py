@@ -19,11 +19,10 @@ import torch
 from torch import nn
 
 from .acceleration import resolve_device
-from .checkpoints import CheckpointError, checkpoint_config, load_generator, load_network
+from .checkpoints import CheckpointError, checkpoint_config, existing_file, load_generator, load_network
 from .config import CycleGANConfig, write_json
 from .models import ResnetGenerator
 
-FORMATS = {"onnx": ".onnx", "torchscript": ".pt", "safetensors": ".safetensors"}
 EXAMPLE_SIZE = 64  # the traced example's height and width; the exported graph takes any
 
 
@@ -36,8 +35,7 @@ def export_generator(checkpoint, fmt: str, output, direction: str = "photo2monet
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = output.with_name(output.name + ".tmp")
     try:
-        {"onnx": _write_onnx, "torchscript": _write_torchscript, "safetensors": _write_safetensors}[fmt](
-            generator, config, tmp)
+        FORMATS[fmt](generator, config, tmp)
         os.replace(tmp, output)
     finally:
         tmp.unlink(missing_ok=True)
@@ -71,6 +69,9 @@ def _write_safetensors(generator: nn.Module, config: CycleGANConfig, path: Path)
     save_file(weights, str(path), metadata={"monet_utils_config": json.dumps(config.to_dict())})
 
 
+FORMATS = {"onnx": _write_onnx, "torchscript": _write_torchscript, "safetensors": _write_safetensors}
+
+
 class OnnxGenerator(nn.Module):
     """An ONNX generator run by onnxruntime on the CPU, called like the PyTorch one."""
 
@@ -87,9 +88,7 @@ class OnnxGenerator(nn.Module):
 
 def load_photo2monet(path, device: str = "auto") -> nn.Module:
     """A photo -> Monet generator in eval mode from a training checkpoint or any exported file."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"generator file {path} " + ("is a folder" if path.exists() else "does not exist"))
+    path = existing_file(path, "generator file")
     try:
         if path.suffix == ".onnx":
             return OnnxGenerator(path).eval()
