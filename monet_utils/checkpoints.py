@@ -14,9 +14,9 @@ import torch
 
 from .acceleration import resolve_device
 from .config import CycleGANConfig
-from .models import ResnetGenerator
+from .models import build_generator
 
-ARCHITECTURE_KEYS = ("ngf", "ndf", "n_res_blocks")
+ARCHITECTURE_KEYS = ("ngf", "ndf", "n_res_blocks", "generator", "upsampling")
 
 
 class CheckpointError(RuntimeError):
@@ -74,7 +74,8 @@ def checkpoint_config(state: dict, path) -> CycleGANConfig:
 
 
 def check_architecture(saved: dict, config: CycleGANConfig, path) -> None:
-    differ = {k: (saved.get(k), getattr(config, k)) for k in ARCHITECTURE_KEYS if saved.get(k) != getattr(config, k)}
+    saved = CycleGANConfig().to_dict() | saved  # keys added since the checkpoint was written have their defaults
+    differ = {k: (saved[k], getattr(config, k)) for k in ARCHITECTURE_KEYS if saved[k] != getattr(config, k)}
     if differ:
         detail = ", ".join(f"{k}: checkpoint {a} vs config {b}" for k, (a, b) in differ.items())
         raise CheckpointError(f"checkpoint {path} was made for another architecture ({detail})")
@@ -94,6 +95,6 @@ def load_generator(path: str | os.PathLike, direction: str = "photo2monet", devi
     """The generator of a training checkpoint, in eval mode, and the config it was trained with."""
     state = read_checkpoint(path)
     config = checkpoint_config(state, path)
-    generator = ResnetGenerator(config.ngf, config.n_res_blocks, norm=config.norm)
+    generator = build_generator(config)
     load_network(generator, state["networks"][f"G_{direction}"], f"G_{direction}", path)
     return generator.to(resolve_device(device)).eval(), config

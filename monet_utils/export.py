@@ -21,7 +21,7 @@ from torch import nn
 from .acceleration import resolve_device
 from .checkpoints import CheckpointError, checkpoint_config, existing_file, load_generator, load_network
 from .config import CycleGANConfig, write_json
-from .models import ResnetGenerator
+from .models import build_generator
 
 EXAMPLE_SIZE = 64  # the traced example's height and width; the exported graph takes any
 
@@ -113,7 +113,7 @@ def _load_safetensors(path: Path) -> nn.Module:
     if "monet_utils_config" not in metadata:
         raise CheckpointError(f"{path}: no monet_utils config in its metadata; was it written by `monet_utils export`?")
     config = checkpoint_config({"config": json.loads(metadata["monet_utils_config"])}, path)
-    generator = ResnetGenerator(config.ngf, config.n_res_blocks, norm=config.norm)
+    generator = build_generator(config)
     load_network(generator, weights, "generator", path)
     return generator
 

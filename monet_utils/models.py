@@ -1,8 +1,10 @@
-"""ResNet generator and 70x70 PatchGAN discriminator of Zhu et al. 2017 (arXiv:1703.10593).
+"""ResNet generator and 70x70 PatchGAN discriminator of Zhu et al. 2017 (arXiv:1703.10593),
+and the reference code's U-Net generator as an option.
 
-Layer for layer the reference implementation's `ResnetGenerator` and `NLayerDiscriminator`
-(n_layers=3) with `norm='instance'`: InstanceNorm without affine parameters, so every conv
-keeps its bias. ReLUs are out of place: in place after InstanceNorm makes autograd copy.
+Layer for layer the reference implementation's `ResnetGenerator`, `UnetGenerator` (no dropout,
+as CycleGAN trains it) and `NLayerDiscriminator` (n_layers=3) with `norm='instance'`:
+InstanceNorm without affine parameters, so every conv keeps its bias. ReLUs are out of place:
+in place after InstanceNorm makes autograd copy.
 """
 from __future__ import annotations
 
@@ -40,10 +42,23 @@ class ResnetBlock(nn.Module):
         return x + self.block(x)
 
 
+def upsample(in_ch: int, out_ch: int, kind: str = "transposed", **transposed_args) -> nn.Module:
+    """Twice the size: a stride-2 transposed conv (`transposed_args` give its kernel), or
+    "resize_conv", nearest-neighbour x2 then a 3x3 conv, whose kernels overlap evenly and so
+    cannot paint the checkerboard transposed convs are known for (Odena et al. 2016)."""
+    if kind == "transposed":
+        return nn.ConvTranspose2d(in_ch, out_ch, stride=2, **transposed_args)
+    if kind == "resize_conv":
+        return nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), nn.ReflectionPad2d(1),
+                             nn.Conv2d(in_ch, out_ch, kernel_size=3))
+    raise ValueError(f"upsampling must be 'transposed' or 'resize_conv', got {kind!r}")
+
+
 class ResnetGenerator(nn.Module):
     """c7s1-64, d128, d256, n_res_blocks x R256, u128, u64, c7s1-3, tanh (paper's appendix 7.2)."""
 
-    def __init__(self, ngf: int = 64, n_res_blocks: int = 9, channels: int = 3, norm: str = "instance"):
+    def __init__(self, ngf: int = 64, n_res_blocks: int = 9, channels: int = 3, norm: str = "instance",
+                 upsampling: str = "transposed"):
         super().__init__()
         layers = [nn.ReflectionPad2d(3), *conv_norm_relu(channels, ngf, norm, kernel_size=7)]
         for mult in (1, 2):
@@ -51,7 +66,7 @@ class ResnetGenerator(nn.Module):
         layers += [ResnetBlock(ngf * 4, norm) for _ in range(n_res_blocks)]
         for mult in (4, 2):
             layers += [
-                nn.ConvTranspose2d(ngf * mult, ngf * mult // 2, kernel_size=3, stride=2, padding=1, output_padding=1),
+                upsample(ngf * mult, ngf * mult // 2, upsampling, kernel_size=3, padding=1, output_padding=1),
                 norm_layer(ngf * mult // 2, norm),
                 nn.ReLU(),
             ]
@@ -60,6 +75,71 @@ class ResnetGenerator(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
+
+
+class UnetBlock(nn.Module):
+    """One level of the U-Net: halve, run the inner levels, double back, and concatenate the
+    level's input (the reference's `UnetSkipConnectionBlock`)."""
+
+    def __init__(self, outer: int, inner: int, submodule: nn.Module | None = None, norm: str = "instance",
+                 upsampling: str = "transposed", in_ch: int | None = None, outermost: bool = False):
+        super().__init__()
+        self.outermost = outermost
+        innermost = submodule is None
+        down = [nn.Conv2d(in_ch or outer, inner, kernel_size=4, stride=2, padding=1)]
+        if not (outermost or innermost):
+            down.append(norm_layer(inner, norm))
+        up = [nn.ReLU(), upsample(inner if innermost else inner * 2, outer, upsampling, kernel_size=4, padding=1)]
+        up.append(nn.Tanh() if outermost else norm_layer(outer, norm))
+        self.model = nn.Sequential(*down, *([submodule] if submodule else []), *up)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.outermost:
+            return self.model(x)
+        # The reference's in-place LeakyReLU also changes the skip it concatenates: both carry it.
+        x = nn.functional.leaky_relu(x, 0.2)
+        return torch.cat([x, self.model(x)], 1)
+
+
+class UnetGenerator(nn.Module):
+    """The reference's U-Net: `depth` halvings to a (size / 2**depth) bottleneck, 8 for 256x256
+    (`unet_256`, 1x1), channels ngf, 2, 4, then 8 x ngf for the deeper levels."""
+
+    def __init__(self, ngf: int = 64, depth: int = 8, channels: int = 3, norm: str = "instance",
+                 upsampling: str = "transposed"):
+        super().__init__()
+        if depth < 5:
+            raise ValueError(f"a U-Net needs at least 5 levels, got depth {depth}")
+        self.multiple = 2 ** depth
+        block = None
+        for _ in range(depth - 4):
+            block = UnetBlock(ngf * 8, ngf * 8, block, norm, upsampling)
+        for mult in (4, 2, 1):
+            block = UnetBlock(ngf * mult, ngf * mult * 2, block, norm, upsampling)
+        self.model = UnetBlock(channels, ngf, block, norm, upsampling, in_ch=channels, outermost=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Sizes that are not a multiple of 2**depth (stylizing photos at their own size) are
+        padded by repeating the edge, and the output cropped back; training sizes pass as they are."""
+        height, width = x.shape[-2:]
+        padded = nn.functional.pad(x, (0, -width % self.multiple, 0, -height % self.multiple), mode="replicate")
+        return self.model(padded)[..., :height, :width]
+
+
+def unet_depth(image_size: int) -> int:
+    """Halvings for `image_size`: as many as it divides by 2, at most the reference's 8."""
+    depth = 0
+    while depth < 8 and image_size % 2 ** (depth + 1) == 0:
+        depth += 1
+    return depth
+
+
+def build_generator(config, norm: str | None = None) -> nn.Module:
+    """The generator `config` names (`generator`, `upsampling`, sizes); `norm` overrides config.norm."""
+    norm = norm or config.norm
+    if config.generator == "unet":
+        return UnetGenerator(config.ngf, unet_depth(config.image_size), norm=norm, upsampling=config.upsampling)
+    return ResnetGenerator(config.ngf, config.n_res_blocks, norm=norm, upsampling=config.upsampling)
 
 
 class PatchDiscriminator(nn.Module):
@@ -114,7 +194,8 @@ def describe_models(generator: nn.Module, discriminator: nn.Module, image_size: 
         g_out, d_out = generator(image).shape, discriminator(image).shape
     field = receptive_field(discriminator)
     return "\n".join([
-        f"ResnetGenerator:    {count_parameters(generator):>11,} parameters, {tuple(image.shape)} -> {tuple(g_out)}",
+        f"{type(generator).__name__ + ':':<19} {count_parameters(generator):>11,} parameters, "
+        f"{tuple(image.shape)} -> {tuple(g_out)}",
         f"PatchDiscriminator: {count_parameters(discriminator):>11,} parameters, {tuple(image.shape)} -> {tuple(d_out)}",
         f"Each of the {d_out[-2]}x{d_out[-1]} discriminator outputs judges a {field}x{field} patch of the input.",
     ])

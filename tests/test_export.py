@@ -73,3 +73,16 @@ def test_bad_exports_and_files_are_clear_errors(trained, tmp_path, capsys):
     (tmp_path / "fake.safetensors").write_bytes(b"nonsense")
     with pytest.raises(CheckpointError, match="fake.safetensors could not be read as a generator"):
         load_photo2monet(tmp_path / "fake.safetensors")
+
+
+@pytest.mark.parametrize("fmt", sorted(NEEDS))
+def test_a_unet_with_resize_convs_exports_and_runs_at_other_sizes(tiny_config, tmp_path, fmt):
+    for module in NEEDS[fmt]:
+        pytest.importorskip(module, reason=f"{module} (requirements-export.txt) not installed")
+    trainer = CycleGANTrainer(tiny_config.replace(generator="unet", upsampling="resize_conv"))
+    trainer.train_step(*fixed_batch())
+    out = export_generator(trainer.save(), fmt, tmp_path / f"unet.{fmt}")
+    exported, generator = load_photo2monet(out, device="cpu"), trainer.G_photo2monet.eval()
+    x = torch.rand((2, 3, 48, 80), generator=torch.Generator().manual_seed(1)) * 2 - 1  # not a multiple of 32
+    with torch.inference_mode():
+        assert torch.allclose(exported(x), generator(x), atol=1e-5)
