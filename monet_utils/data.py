@@ -8,11 +8,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import albumentations as A
+import cv2
 import numpy as np
 import torch
 from albumentations.pytorch import ToTensorV2
 from PIL import ExifTags, Image, ImageOps
-from torch.nn import functional as F
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .config import CycleGANConfig
@@ -130,11 +130,16 @@ def readable_images(folder: str | os.PathLike) -> list[Path]:
     return good_paths
 
 
+def load_size_for(image_size: int) -> int:
+    """The reference's jitter resizes to 286/256 of the training size before cropping back."""
+    return round(image_size * 286 / 256)
+
+
 def train_transform(image_size: int) -> A.Compose:
-    """The reference's jitter: resize to 286/256 of the size, random crop back, random flip."""
-    load_size = round(image_size * 286 / 256)
+    """The reference's jitter: bicubic resize to 286/256 of the size, random crop back, random flip."""
+    load_size = load_size_for(image_size)
     return A.Compose([
-        A.Resize(load_size, load_size),
+        A.Resize(load_size, load_size, interpolation=cv2.INTER_CUBIC),
         A.RandomCrop(image_size, image_size),
         A.HorizontalFlip(p=0.5),
         A.Normalize(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), max_pixel_value=255.0),  # to [-1, 1] for tanh
@@ -143,9 +148,9 @@ def train_transform(image_size: int) -> A.Compose:
 
 
 def eval_transform(height: int, width: int | None = None) -> A.Compose:
-    """Resize (square unless `width` is given) and normalise, no augmentation."""
+    """Bicubic resize (square unless `width` is given) and normalise, no augmentation."""
     return A.Compose([
-        A.Resize(height, width or height),
+        A.Resize(height, width or height, interpolation=cv2.INTER_CUBIC),
         A.Normalize(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), max_pixel_value=255.0),
         ToTensorV2(),
     ])
@@ -167,6 +172,7 @@ class UnpairedDataset(Dataset):
 
     def __init__(self, photo_paths, monet_paths, transform: A.Compose, seed: int = 0):
         self.photo_paths, self.monet_paths = list(photo_paths), list(monet_paths)
+        self.holdout_paths: list[Path] = []  # paintings kept for the estimate (`build_dataset`)
         self.transform, self.seed, self.epoch = transform, seed, 0
 
     def __len__(self) -> int:
@@ -217,16 +223,29 @@ class EpochSampler(Sampler[int]):
         return (self.batches - self.start_batch) * self.share
 
 
+def split_paintings(paths: list[Path], holdout: int) -> tuple[list[Path], list[Path]]:
+    """(training, held-out): `holdout` paintings drawn with a fixed seed from the sorted list, so
+    every run and recipe on the same folder holds out the same ones, whatever its own seed."""
+    if holdout >= len(paths):
+        raise DataError(f"holdout_paintings={holdout} leaves none of the {len(paths)} paintings to train on")
+    held_out = set(random.Random(0).sample(range(len(paths)), holdout))
+    return ([p for i, p in enumerate(paths) if i not in held_out],
+            [p for i, p in enumerate(paths) if i in held_out])
+
+
 def build_dataset(config: CycleGANConfig, data_dir: str | os.PathLike) -> UnpairedDataset:
-    """The training dataset of `data_dir`, its unreadable files dropped with a warning."""
+    """The training dataset of `data_dir`, its unreadable files dropped with a warning, and
+    `config.holdout_paintings` paintings set aside in `holdout_paths`, never trained on."""
     data_dir = Path(data_dir)
     photos = readable_images(data_dir / PHOTO_DIR)
-    monets = readable_images(data_dir / MONET_DIR)
+    monets, held_out = split_paintings(readable_images(data_dir / MONET_DIR), config.holdout_paintings)
     if len(photos) < config.batch_size:
         raise DataError(
             f"{data_dir / PHOTO_DIR}: {len(photos)} readable photo(s), fewer than batch_size={config.batch_size}"
         )
-    return UnpairedDataset(photos, monets, train_transform(config.image_size), seed=config.seed)
+    dataset = UnpairedDataset(photos, monets, train_transform(config.image_size), seed=config.seed)
+    dataset.holdout_paths = held_out
+    return dataset
 
 
 class AugmentingLoader(DataLoader):
@@ -252,12 +271,13 @@ class AugmentingLoader(DataLoader):
         self.sampler.set_epoch(epoch, start_batch)
 
 
-def decode_all(paths, image_size: int) -> torch.Tensor:
-    """N x 3 x size x size uint8 from paths or open files, decoded in threads (PIL releases the GIL)."""
+def decode_all(paths, size: int) -> torch.Tensor:
+    """N x 3 x size x size uint8 from paths or open files, resized bicubic as the reference does
+    (PIL's, which also smooths when shrinking), decoded in threads (PIL releases the GIL)."""
     def decode(path):
         image = read_rgb(path)
-        if image.size != (image_size, image_size):
-            image = image.resize((image_size, image_size), Image.Resampling.BILINEAR)
+        if image.size != (size, size):
+            image = image.resize((size, size), Image.Resampling.BICUBIC)
         return torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1)
 
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
@@ -265,17 +285,18 @@ def decode_all(paths, image_size: int) -> torch.Tensor:
 
 
 class InMemoryLoader:
-    """Every image decoded once into a uint8 tensor on the training device; each batch is
-    resized up, randomly cropped and flipped there in a few batched operations, so no worker
-    process feeds the accelerator. Same jitter as `train_transform`, same sampling and the same
-    (seed, epoch, batch) determinism as the albumentations path, not the same pixels."""
+    """Every image decoded once, at the jitter's load size (the reference's one bicubic resize),
+    into a uint8 tensor on the training device; each batch is randomly cropped and flipped
+    there in one indexing operation, so no worker process feeds the accelerator. Same jitter as
+    `train_transform`, same sampling and the same (seed, epoch, batch) determinism as the
+    albumentations path, not the same pixels."""
 
     def __init__(self, dataset: UnpairedDataset, config: CycleGANConfig, device: torch.device | str = "cpu",
                  rank: int = 0, world_size: int = 1):
         self.dataset, self.batch_size, self.seed = dataset, config.batch_size, config.seed
-        self.image_size, self.load_size = config.image_size, round(config.image_size * 286 / 256)
-        self.photos = decode_all(dataset.photo_paths, config.image_size).to(device)
-        self.monets = decode_all(dataset.monet_paths, config.image_size).to(device)
+        self.image_size, self.load_size = config.image_size, load_size_for(config.image_size)
+        self.photos = decode_all(dataset.photo_paths, self.load_size).to(device)
+        self.monets = decode_all(dataset.monet_paths, self.load_size).to(device)
         self.sampler = EpochSampler(len(dataset), config.batch_size, config.seed, rank, world_size)
         # This process's images of each global batch; the random draws are made for the whole batch.
         self.share = slice(self.sampler.offset, self.sampler.offset + self.sampler.share)
@@ -308,16 +329,14 @@ class InMemoryLoader:
         return corners[self.share], flip[self.share]
 
     def augment(self, images: torch.Tensor, jitter: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-        """Resize to load_size, crop to image_size at the drawn corners, flip where drawn, to [-1, 1]."""
+        """Crop load_size images to image_size at the drawn corners, flip where drawn, to [-1, 1]."""
         count, size, device = len(images), self.image_size, images.device
-        images = F.interpolate(images.float(), size=(self.load_size, self.load_size), mode="bilinear",
-                               align_corners=False)
         corners, flip = (t.to(device) for t in jitter)
         steps = torch.arange(size, device=device)
         rows = corners[:, :1] + steps
         cols = corners[:, 1:] + torch.where(flip[:, None], steps.flip(0), steps)  # a flip is reversed columns
         crops = images[torch.arange(count, device=device)[:, None, None], :, rows[:, :, None], cols[:, None, :]]
-        return crops.permute(0, 3, 1, 2).clamp(0, 255) / 127.5 - 1
+        return crops.permute(0, 3, 1, 2).float() / 127.5 - 1
 
 
 def make_train_loader(config: CycleGANConfig, dataset: UnpairedDataset, data_path: str = "loader",

@@ -207,9 +207,15 @@ def test_memory_loader_crop_and_flip_are_the_reference_jitter(tiny_config):
     flipped = [torch.equal(o, expected[0].flip(-1)) for o in out]
     assert all(f or torch.equal(o, expected[0]) for f, o in zip(flipped, out))
     assert 0 < sum(flipped) < 8  # both outcomes occur
-    loader.load_size = 8  # now a 4x4 crop of the 8x8 upsampled ramp
-    crops = loader.augment(ramp, loader.draw_jitter(torch.Generator().manual_seed(1)))
-    assert crops.shape == (8, 3, 4, 4) and crops.min() >= -1 and crops.max() <= 1
+    loader.load_size = 8  # now 4x4 crops of 8x8 images, whose pixels say where they are
+    where = (torch.arange(8)[:, None] * 8 + torch.arange(8)).to(torch.uint8)
+    images = where[None, None].repeat(8, 3, 1, 1)
+    corners, flips = loader.draw_jitter(torch.Generator().manual_seed(1))
+    crops = loader.augment(images, (corners, flips))
+    for crop, (top, left), flip in zip(crops, corners.tolist(), flips):
+        window = where[top:top + 4, left:left + 4].float() / 127.5 - 1
+        assert torch.equal(crop[0], window.flip(-1) if flip else window)
+    assert len({tuple(c) for c in corners.tolist()}) > 1  # the corners vary
 
 
 def test_a_wrong_data_dir_variable_is_an_error_not_a_fallback(tmp_path, dataset_dir, monkeypatch, no_default_locations):
