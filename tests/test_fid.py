@@ -146,3 +146,22 @@ def test_bundled_inception_gives_2048_features():
     network = find_feature_network()
     with torch.inference_mode():
         assert network(torch.zeros(2, 3, 256, 256, dtype=torch.uint8)).shape == (2, 2048)
+
+
+def test_held_out_reference_with_memorization_measured_on_the_training_paintings(tmp_path):
+    """A generator that copies training paintings: against those, FID says 'perfect'. Against
+    held-out paintings FID is honest, and MiFID still catches the copying."""
+    training = smooth_paintings(tmp_path / "train", 12, seed=1)
+    held_out = smooth_paintings(tmp_path / "held", 12, seed=2)
+    copies = next(image_folder_batches(training, 12))
+    network = ColourStatistics()
+    against_training = score_against_paintings(network, iter([copies]), training, progress=False)
+    held = score_against_paintings(network, iter([copies]), held_out, progress=False, training_paths=training)
+    honest_reference = score_against_paintings(network, iter([copies]), held_out, progress=False)
+    assert against_training["fid"] < 1e-3 < held["fid"]  # copies look perfect only against what they copy
+    assert held["fid"] == pytest.approx(honest_reference["fid"])
+    assert honest_reference["mifid"] == pytest.approx(honest_reference["fid"])  # no held-out image was copied
+    assert held["mifid"] > 5 * held["fid"] and held["held_out"]  # but the training ones were
+    fresh = next(image_folder_batches(smooth_paintings(tmp_path / "new", 12, seed=3), 12))
+    not_copied = score_against_paintings(network, iter([fresh]), held_out, progress=False, training_paths=training)
+    assert not_copied["mifid"] == pytest.approx(not_copied["fid"])
