@@ -8,6 +8,8 @@ import os
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+from .diffaugment import TRANSFORMS as DIFFAUGMENT_TRANSFORMS
+
 
 class ConfigError(ValueError):
     """A config key is unknown or its value is out of range."""
@@ -17,7 +19,7 @@ class ConfigError(ValueError):
 class CycleGANConfig:
     # Seed notebook's hyperparameters.
     batch_size: int = 4
-    epochs: int = 1
+    epochs: int = 1  # 0: as many as `time_budget_hours` allows, planned from the measured step time
     image_size: int = 256
     lr: float = 2e-4
     beta1: float = 0.5
@@ -27,13 +29,19 @@ class CycleGANConfig:
     identity_weight: float = 0.5  # identity loss weight, as a fraction of cycle_lambda
     pool_size: int = 50  # history of generated images shown to the discriminators
     gan_mode: str = "lsgan"  # "lsgan" (MSE) or "bce"
-    decay_epochs: int = 0  # the last `decay_epochs` of `epochs` decay the LR linearly to ~0
+    decay_epochs: int = 0  # the last `decay_epochs` of `epochs` decay the LR linearly to 0
+    lr_schedule: str = "reference"  # "reference": LR set at each epoch's start, 0 in the last; "lagged": one epoch later
     init_gain: float = 0.02  # N(0, init_gain) weight init
     seed: int = 0
     # Model size; tests shrink these.
     ngf: int = 64
     ndf: int = 64
     n_res_blocks: int = 9
+    # Recipe options (off by default: the seed's recipe); benchmarks/bench_quality.py measures them.
+    generator: str = "resnet"  # "resnet" (the paper's) or "unet" (the reference's unet_256, depth from image_size)
+    upsampling: str = "transposed"  # "transposed" convs, or "resize_conv" (nearest x2 + conv: no checkerboard)
+    diffaugment: str = ""  # DiffAugment policy before each discriminator, e.g. "color,translation,cutout"
+    holdout_paintings: int = 0  # paintings kept out of training, the estimate's FID reference (a fixed choice)
     # Run control.
     max_steps: int = 0  # stop after this many optimizer steps in total; 0 = no limit
     checkpoint_every: int = 500  # steps between checkpoints (one is also written at each epoch end)
@@ -48,6 +56,11 @@ class CycleGANConfig:
     fused_adam: str = "auto"  # "on" / "off"
     data_path: str = "auto"  # "memory" (decoded once, augmented on the device) or "loader" (albumentations)
     norm: str = "instance"  # "instance" or "group" (GroupNorm(C, C): same maths, keeps channels_last)
+    # Time: plan the schedule to fit a session, stop before it ends, continue in the next one.
+    time_budget_hours: float = 0.0  # >0: training stops in time; with epochs=0, the epochs are planned to fit
+    budget_sessions: int = 1  # the plan spans this many sessions of time_budget_hours, chained with resume_from
+    reserve_minutes: float = 20.0  # of each session's budget, kept for the export and the estimate
+    resume_from: str = ""  # a checkpoint to continue (schedule included) when output_dir holds none yet
     max_skipped_steps: int = 20  # consecutive non-finite-loss steps tolerated before training stops
     data_dir: str = ""  # empty: search DATA_DIR, /kaggle/input/gan-getting-started, data/gan-getting-started
     output_dir: str = "outputs"
@@ -56,20 +69,22 @@ class CycleGANConfig:
         self.validate()
 
     def validate(self) -> None:
-        positive_ints = ("batch_size", "epochs", "image_size", "ngf", "ndf", "checkpoint_every")
+        positive_ints = ("batch_size", "image_size", "ngf", "ndf", "checkpoint_every")
         for name in positive_ints:
             _check_type(self, name, int)
             if getattr(self, name) <= 0:
                 raise ConfigError(f"config '{name}' must be a positive integer, got {getattr(self, name)!r}")
-        for name in ("n_res_blocks", "pool_size", "decay_epochs", "max_steps", "num_workers", "seed"):
+        for name in ("epochs", "n_res_blocks", "pool_size", "decay_epochs", "max_steps", "num_workers", "seed", "holdout_paintings"):
             _check_type(self, name, int)
             if getattr(self, name) < 0:
                 raise ConfigError(f"config '{name}' must be >= 0, got {getattr(self, name)!r}")
-        for name in ("lr", "cycle_lambda", "identity_weight", "init_gain", "checkpoint_minutes"):
+        for name in ("lr", "cycle_lambda", "identity_weight", "init_gain", "checkpoint_minutes", "time_budget_hours",
+                     "reserve_minutes"):
             _check_type(self, name, float)
         if self.lr <= 0:
             raise ConfigError(f"config 'lr' must be > 0, got {self.lr!r}")
-        for name in ("cycle_lambda", "identity_weight", "init_gain", "checkpoint_minutes"):
+        for name in ("cycle_lambda", "identity_weight", "init_gain", "checkpoint_minutes", "time_budget_hours",
+                     "reserve_minutes"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"config '{name}' must be >= 0, got {getattr(self, name)!r}")
         for name in ("beta1", "beta2"):
@@ -82,7 +97,10 @@ class CycleGANConfig:
         # Below 32 the discriminator's last normalised feature map is 1x1, which no per-image norm can normalise.
         if self.image_size < 32:
             raise ConfigError(f"config 'image_size' must be at least 32, got {self.image_size}")
-        if self.decay_epochs > self.epochs:
+        if self.epochs == 0 and not self.time_budget_hours:
+            raise ConfigError("config 'epochs' is 0, which means 'as many as the time budget allows': "
+                              "set 'time_budget_hours', or a positive number of epochs")
+        if self.epochs and self.decay_epochs > self.epochs:
             raise ConfigError(
                 f"config 'decay_epochs' ({self.decay_epochs}) cannot exceed 'epochs' ({self.epochs})"
             )
@@ -90,11 +108,26 @@ class CycleGANConfig:
             raise ConfigError(f"config 'gan_mode' must be 'lsgan' or 'bce', got {self.gan_mode!r}")
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
             raise ConfigError(f"config 'device' must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
-        for name in ("data_dir", "output_dir"):
+        if self.time_budget_hours and self.reserve_minutes >= self.time_budget_hours * 60:
+            raise ConfigError(f"config 'reserve_minutes' ({self.reserve_minutes}) leaves no training time in "
+                              f"'time_budget_hours' ({self.time_budget_hours} h)")
+        _check_type(self, "budget_sessions", int)
+        if self.budget_sessions < 1:
+            raise ConfigError(f"config 'budget_sessions' must be >= 1, got {self.budget_sessions!r}")
+        for name in ("data_dir", "output_dir", "resume_from", "diffaugment"):
             _check_type(self, name, str)
+        unknown_policies = sorted(set(filter(None, self.diffaugment.split(","))) - set(DIFFAUGMENT_TRANSFORMS))
+        if unknown_policies:
+            raise ConfigError(f"config 'diffaugment' takes a comma-separated subset of {tuple(DIFFAUGMENT_TRANSFORMS)}, "
+                              f"got {self.diffaugment!r}")
+        if self.generator == "unet" and self.image_size % 32:
+            raise ConfigError(f"config 'generator'='unet' needs 'image_size' a multiple of 32 (five halvings), "
+                              f"got {self.image_size}")
         choices = {"amp": ("auto", "off", "bf16", "fp16"), "channels_last": ("auto", "on", "off"),
                    "compile": ("auto", "on", "off"), "fused_adam": ("auto", "on", "off"),
-                   "data_path": ("auto", "memory", "loader"), "norm": ("instance", "group")}
+                   "data_path": ("auto", "memory", "loader"), "norm": ("instance", "group"),
+                   "lr_schedule": ("reference", "lagged"), "generator": ("resnet", "unet"),
+                   "upsampling": ("transposed", "resize_conv")}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"config '{name}' must be one of {allowed}, got {getattr(self, name)!r}")

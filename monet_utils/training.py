@@ -8,10 +8,12 @@ both discriminators on real images and on fakes drawn from the history pools.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import itertools
 import math
 import os
 import signal
+import statistics
 import sys
 import threading
 import time
@@ -22,14 +24,16 @@ import torch
 from torch.nn import functional as F
 
 from .acceleration import autocast, compile_network, make_grad_scaler, resolve_device, resolve_speed
-from .checkpoints import check_architecture, load_network, read_checkpoint, write_checkpoint
+from .checkpoints import check_architecture, existing_file, load_network, read_checkpoint, write_checkpoint
 from .config import CycleGANConfig
 from .data import make_train_loader
 from .distributed import any_rank, gather, mean_over_ranks, rank_and_world, wrap
 from .image_pool import ImagePool
 from .losses import GANLoss
-from .models import PatchDiscriminator, ResnetGenerator, init_weights
+from .diffaugment import diff_augment
+from .models import PatchDiscriminator, build_generator, init_weights
 from .progress import progress_bar
+from .time_budget import PLAN_AFTER_STEPS, TimePlan, plan_schedule
 
 LOSS_NAMES = (
     "adv_photo2monet", "adv_monet2photo",  # generators fooling D_monet / D_photo
@@ -78,15 +82,16 @@ def set_requires_grad(nets, requires_grad: bool) -> None:
 
 class CycleGANTrainer:
     def __init__(self, config: CycleGANConfig, device: torch.device | None = None):
-        """`device` is the process's own in a distributed run (`distributed.init_process_group`)."""
-        self.config = config
+        """`device` is the process's own in a distributed run (`distributed.init_process_group`).
+        The trainer keeps a copy of `config`: a time plan or a resumed plan changes only its own."""
+        self.config = config.replace()
         self.device = device or resolve_device(config.device)
         self.rank, self.world_size = rank_and_world()
         self.speed = resolve_speed(config, self.device)
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick the fastest kernels
         torch.manual_seed(config.seed)
-        make_g = lambda: ResnetGenerator(config.ngf, config.n_res_blocks, norm=self.speed.norm)  # noqa: E731
+        make_g = lambda: build_generator(config, norm=self.speed.norm)  # noqa: E731
         make_d = lambda: PatchDiscriminator(config.ndf, norm=self.speed.norm)  # noqa: E731
         self.G_photo2monet, self.G_monet2photo = (
             init_weights(make_g(), config.init_gain).to(self.device, memory_format=self.memory_format) for _ in "ab")
@@ -116,6 +121,8 @@ class CycleGANTrainer:
         self.skipped_in_a_row = self.skipped_total = 0  # steps dropped for a non-finite loss
         self.history: list[dict] = []
         self.saved_at = time.monotonic()  # when the last checkpoint was written
+        self.plan: TimePlan | None = None  # the schedule `time_budget_hours` chose, kept by checkpoints
+        self.out_of_time = False  # the last fit stopped at the session's time budget
 
     @property
     def networks(self) -> dict[str, torch.nn.Module]:
@@ -131,9 +138,20 @@ class CycleGANTrainer:
         return Path(self.config.output_dir) / "checkpoints" / "latest.pt"
 
     def lr_factor(self, epoch: int) -> float:
-        """Constant for the first epochs - decay_epochs, then linear towards 0 (reference `linear` policy)."""
-        constant_epochs = self.config.epochs - self.config.decay_epochs
-        return 1.0 - max(0, epoch + 1 - constant_epochs) / (self.config.decay_epochs + 1)
+        """The LR multiplier during `epoch` (from 0): constant, then the reference's `linear` policy
+        over the last `decay_epochs`. The reference steps its scheduler at the start of each
+        epoch, so it is a step ahead of the epoch and the last epoch trains at 0; "lagged" is this
+        project's first schedule, a step behind, ending at lr / (decay_epochs + 1). Without decay
+        epochs the LR stays constant (the reference would still train its last epoch at 0)."""
+        cfg = self.config
+        if not cfg.decay_epochs:
+            return 1.0
+        ahead = 2 if cfg.lr_schedule == "reference" else 1
+        return 1.0 - max(0, epoch + ahead - (cfg.epochs - cfg.decay_epochs)) / (cfg.decay_epochs + 1)
+
+    def judge(self, net, images: torch.Tensor) -> torch.Tensor:
+        """A discriminator's verdict on `images`, through DiffAugment when the config asks for it."""
+        return net(diff_augment(images, self.config.diffaugment))
 
     def train_step(self, real_photo: torch.Tensor, real_monet: torch.Tensor) -> dict[str, float]:
         """One update of both generators and both discriminators; returns the named losses.
@@ -154,8 +172,8 @@ class CycleGANTrainer:
             fake_monet = G_photo2monet(real_photo)
             fake_photo = G_monet2photo(real_monet)
             losses = {  # the Ds' own modules: their frozen weights get no gradient to all-reduce
-                "adv_photo2monet": self.gan_loss(self.D_monet(fake_monet), True),
-                "adv_monet2photo": self.gan_loss(self.D_photo(fake_photo), True),
+                "adv_photo2monet": self.gan_loss(self.judge(self.D_monet, fake_monet), True),
+                "adv_monet2photo": self.gan_loss(self.judge(self.D_photo, fake_photo), True),
                 "cycle_photo": F.l1_loss(G_monet2photo(fake_monet), real_photo) * cfg.cycle_lambda,
                 "cycle_monet": F.l1_loss(G_photo2monet(fake_photo), real_monet) * cfg.cycle_lambda,
             }
@@ -203,29 +221,49 @@ class CycleGANTrainer:
         return make_train_loader(self.config, dataset, self.speed.data_path, self.device, self.rank, self.world_size)
 
     def discriminator_loss(self, net, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
-        return 0.5 * (self.gan_loss(net(real), True) + self.gan_loss(net(fake.detach()), False))
+        return 0.5 * (self.gan_loss(self.judge(net, real), True) + self.gan_loss(self.judge(net, fake.detach()), False))
+
+    def resume(self) -> None:
+        """Continue from output_dir's latest checkpoint, else from `resume_from` (a previous
+        session's, say), whose schedule and time plan go on where they stopped."""
+        path = self.checkpoint_path if self.checkpoint_path.exists() else None
+        if path is None and self.config.resume_from:
+            path = existing_file(self.config.resume_from, "resume_from checkpoint")
+        if path is None:
+            return
+        self.load(path)
+        if self.rank == 0:
+            print(f"Resuming from {path}: step {self.step}, epoch {self.epoch + 1} of "
+                  f"{self.config.epochs or 'those the time budget allows'}")
 
     def fit(self, loader, resume: bool = True, progress: bool = True) -> list[dict]:
-        """Train to `epochs` (or `max_steps`), checkpointing as it goes; resumes from the
-        latest checkpoint in `output_dir` when there is one. `loader` comes from
-        `data.make_train_loader`. SIGINT (Ctrl-C, Jupyter's interrupt) or SIGTERM stops it after
-        the current step with a checkpoint saved, then raises TrainingInterrupted."""
+        """Train to `epochs` (or `max_steps`), checkpointing as it goes; resumes (`resume`).
+        `loader` comes from `data.make_train_loader`. With `time_budget_hours`, training stops
+        when the session's training time is spent (`out_of_time`), with a checkpoint to continue
+        from, and `epochs=0` is planned after the first steps to fit the budget. SIGINT (Ctrl-C,
+        Jupyter's interrupt) or SIGTERM stops it after the current step with a checkpoint
+        saved, then raises TrainingInterrupted."""
         cfg = self.config
-        if resume and self.checkpoint_path.exists():
-            self.load(self.checkpoint_path)
-        total = cfg.epochs * loader.steps_per_epoch
-        if cfg.max_steps:
-            total = min(total, cfg.max_steps)
+        if resume:
+            self.resume()
+        planning = cfg.epochs == 0  # a resumed plan has set them
+        if planning:
+            cfg.epochs = self.epoch + 1  # until the plan: this epoch, at the constant LR
+        total = self.total_steps(loader.steps_per_epoch)
         bar = progress_bar(total=total, initial=min(self.step, total), desc="training", unit="step",
                            disable=not progress or self.rank != 0)
         started = time.perf_counter() - self.train_seconds
         self.saved_at = time.monotonic()
-        stopping = False  # agreed by every process, at the same step
+        deadline = self.saved_at + cfg.time_budget_hours * 3600 - cfg.reserve_minutes * 60
+        step_times: list[float] = []
+        stopping = self.out_of_time = False  # agreed by every process, at the same step
         with stop_requests() as stop:
-            while self.epoch < cfg.epochs and self.step < total and not stopping:
+            while self.epoch < cfg.epochs and self.step < total and not (stopping or self.out_of_time):
                 loader.set_epoch(self.epoch, start_batch=self.epoch_step)
                 for real_photo, real_monet in loader:
+                    step_started = time.perf_counter()
                     losses = self.train_step(real_photo, real_monet)
+                    step_times.append(time.perf_counter() - step_started)
                     self.step += 1
                     self.epoch_step += 1
                     if self.skipped_in_a_row == 0:
@@ -234,8 +272,13 @@ class CycleGANTrainer:
                     bar.set_postfix(epoch=self.epoch, G_cycle=f"{losses['cycle_photo']:.3f}",
                                     D_monet=f"{losses['D_monet']:.3f}", refresh=False)
                     self.train_seconds = time.perf_counter() - started
-                    stopping, due = any_rank(bool(stop), self.checkpoint_due())
-                    if self.step >= total or stopping:
+                    if planning and len(step_times) == min(PLAN_AFTER_STEPS, loader.steps_per_epoch):
+                        planning = False
+                        self.make_plan(step_times, loader.steps_per_epoch)
+                        total = bar.total = self.total_steps(loader.steps_per_epoch)
+                    stopping, due, self.out_of_time = any_rank(
+                        bool(stop), self.checkpoint_due(), bool(cfg.time_budget_hours) and time.monotonic() >= deadline)
+                    if self.step >= total or stopping or self.out_of_time:
                         break
                     epoch_ends = self.epoch_step == loader.steps_per_epoch  # saved below in any case
                     if not epoch_ends and (self.step % cfg.checkpoint_every == 0 or due):
@@ -247,11 +290,40 @@ class CycleGANTrainer:
                     self.sched_D.step()
                 self.save()
         bar.close()
+        if self.out_of_time and self.step < total and self.rank == 0:
+            print(f"Time budget spent: stopped at step {self.step:,} of {total:,}. To go on with the schedule in "
+                  f"another session, set resume_from to this run's {self.checkpoint_path}.")
         if stopping:
             signal_name = stop[0] if stop else "a signal to another process"
             raise TrainingInterrupted(f"{signal_name}: training stopped after step {self.step}; checkpoint "
                                       f"{self.checkpoint_path} holds it, and a re-run resumes from there")
         return self.history
+
+    def total_steps(self, steps_per_epoch: int) -> int:
+        total = self.config.epochs * steps_per_epoch
+        return min(total, self.config.max_steps) if self.config.max_steps else total
+
+    def make_plan(self, step_times: list[float], steps_per_epoch: int) -> None:
+        """Plan the schedule from the later half of the steps timed (the first pay for warm-up),
+        averaged over the processes so that every one plans the same."""
+        measured = torch.tensor([statistics.median(step_times[len(step_times) // 2:])], device=self.device)
+        cfg = self.config
+        plan = plan_schedule(cfg.time_budget_hours, cfg.reserve_minutes, cfg.budget_sessions,
+                             float(mean_over_ranks(measured)), steps_per_epoch, self.step, self.train_seconds)
+        if cfg.max_steps and not 0 < plan.max_steps <= cfg.max_steps:  # a step limit given stays a limit
+            plan = dataclasses.replace(plan, max_steps=cfg.max_steps)
+        self.apply_plan(plan)
+        if self.rank == 0:
+            print(plan.describe(steps_per_epoch, cfg.time_budget_hours, cfg.budget_sessions, cfg.reserve_minutes))
+
+    def apply_plan(self, plan: TimePlan) -> None:
+        """Set the planned schedule, and the LR of the current epoch under it."""
+        self.plan = plan
+        self.config.epochs, self.config.decay_epochs, self.config.max_steps = (
+            plan.epochs, plan.decay_epochs, plan.max_steps)
+        for scheduler in (self.sched_G, self.sched_D):
+            for group, base_lr in zip(scheduler.optimizer.param_groups, scheduler.base_lrs):
+                group["lr"] = base_lr * self.lr_factor(self.epoch)
 
     def checkpoint_due(self) -> bool:
         """`checkpoint_minutes` since the last save: a slow run, or a session that ends, loses at most that."""
@@ -271,6 +343,7 @@ class CycleGANTrainer:
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
             "step": self.step, "epoch": self.epoch, "epoch_step": self.epoch_step,
             "train_seconds": self.train_seconds, "history": self.history,
+            "plan": asdict(self.plan) if self.plan else None,
         }
 
     def save(self, path: str | os.PathLike | None = None) -> Path:
@@ -303,6 +376,8 @@ class CycleGANTrainer:
             torch.cuda.set_rng_state_all(state["cuda_rng"])
         self.step, self.epoch, self.epoch_step = state["step"], state["epoch"], state["epoch_step"]
         self.train_seconds, self.history = state["train_seconds"], state["history"]
+        if state.get("plan"):
+            self.apply_plan(TimePlan(**state["plan"]))
 
     def metrics(self) -> dict:
         """What a run is compared by: mean losses over the last tenth of the steps and over
@@ -315,7 +390,8 @@ class CycleGANTrainer:
             "steps": self.step, "epochs_completed": self.epoch, "train_seconds": round(self.train_seconds, 2),
             "seconds_per_step": round(self.train_seconds / max(1, self.step), 4),  # skipped steps took time too
             "device": str(self.device), "processes": self.world_size, "speed": asdict(self.speed),
-            "skipped_steps": self.skipped_total,
+            "skipped_steps": self.skipped_total, "time_plan": asdict(self.plan) if self.plan else None,
+            "out_of_time": self.out_of_time,
             "final": {name: mean(tail, name) for name in LOSS_NAMES},
             "mean": {name: mean(self.history, name) for name in LOSS_NAMES},
         }
