@@ -19,7 +19,7 @@ import papermill
 from jupyter_client.manager import AsyncKernelManager
 
 from .acceleration import resolve_device, resolve_speed
-from .checkpoints import CheckpointError, check_architecture, read_checkpoint
+from .checkpoints import CheckpointError, check_architecture, existing_file, read_checkpoint
 from .config import CycleGANConfig, ConfigError
 from .data import DataError, find_data_dir
 from .demo_data import DEMO_DIR, make_demo_dataset
@@ -116,11 +116,14 @@ def validate_parameters(parameters: dict, notebook: str | os.PathLike = NOTEBOOK
 
 
 def check_resumable(config: CycleGANConfig, output_dir: Path) -> None:
-    """A checkpoint already in `output_dir` is resumed: refuse, before anything is written, one
-    made for another architecture."""
+    """A checkpoint already in `output_dir` is resumed, else `resume_from`: refuse, before
+    anything is written, one that is missing or made for another architecture."""
     checkpoint = output_dir / "checkpoints" / "latest.pt"
-    if checkpoint.exists():
-        check_architecture(read_checkpoint(checkpoint)["config"], config, checkpoint)
+    if not checkpoint.exists():
+        if not config.resume_from:
+            return
+        checkpoint = existing_file(config.resume_from, "resume_from checkpoint")
+    check_architecture(read_checkpoint(checkpoint)["config"], config, checkpoint)
 
 
 def run_notebook(parameters: dict, output_dir: str | os.PathLike, notebook: str | os.PathLike = NOTEBOOK,

@@ -3,7 +3,8 @@ import papermill
 import torch
 
 from monet_utils.demo_data import make_demo_dataset
-from monet_utils.kaggle_notebook import KAGGLE_NOTEBOOK, build_kaggle_notebook, package_sources
+from monet_utils.kaggle_notebook import KAGGLE_DEFAULTS, KAGGLE_NOTEBOOK, build_kaggle_notebook, package_sources
+from monet_utils.runner import NOTEBOOK
 
 
 def test_committed_kaggle_notebook_is_up_to_date():
@@ -19,6 +20,21 @@ def test_every_package_module_needed_on_kaggle_is_inlined():
     assert "runner.py" not in sources  # repository-side tools stay out
     parameters = next(c for c in build_kaggle_notebook().cells if "parameters" in c.metadata.get("tags", []))
     assert 'output_dir = "/kaggle/working"' in parameters.source
+
+
+def parameter_values(notebook) -> dict:
+    cell = next(c for c in notebook.cells if "parameters" in c.metadata.get("tags", []))
+    values = {}
+    exec(cell.source, {}, values)
+    return values
+
+
+def test_the_kaggle_defaults_replace_the_seeds_and_nothing_else():
+    primary, kaggle = parameter_values(nbformat.read(NOTEBOOK, as_version=4)), parameter_values(build_kaggle_notebook())
+    assert set(primary) == set(kaggle)
+    changed = {name for name in primary if primary[name] != kaggle[name]}
+    assert changed == set(KAGGLE_DEFAULTS)
+    assert kaggle["time_budget_hours"] > 0 and kaggle["output_dir"] == "/kaggle/working"
 
 
 def test_built_notebook_runs_offline_with_its_own_copy_of_the_package(tmp_path, monkeypatch):

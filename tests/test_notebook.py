@@ -114,6 +114,17 @@ def test_resuming_another_architecture_is_refused_before_anything_is_written(tmp
     assert not (out / "monet_cyclegan.ipynb").exists()
 
 
+def test_a_wrong_resume_from_is_refused_before_anything_is_written(tmp_path, tiny_config, dataset_dir):
+    missing = tmp_path / "previous" / "latest.pt"
+    with pytest.raises(CheckpointError, match="resume_from checkpoint .*previous/latest.pt does not exist"):
+        runner.run_notebook({**TINY, "resume_from": str(missing), "data_dir": str(dataset_dir)}, tmp_path / "a")
+    previous = CycleGANTrainer(tiny_config.replace(output_dir=str(tmp_path / "previous"))).save()
+    with pytest.raises(CheckpointError, match="another architecture .*generator: checkpoint resnet vs config unet"):
+        runner.run_notebook({**TINY, "resume_from": str(previous), "generator": "unet", "data_dir": str(dataset_dir)},
+                            tmp_path / "b")
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
 def test_cli_prints_one_line_for_an_os_error(tmp_path, dataset_dir, capsys):
     (tmp_path / "taken").write_text("a file where the output folder should go")
     assert main(["run", "--data-dir", str(dataset_dir), "--output-dir", str(tmp_path / "taken")]) == 2
