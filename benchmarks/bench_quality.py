@@ -23,7 +23,6 @@ import json
 import os
 import random
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -122,15 +121,15 @@ def main(argv=None) -> int:
     def features(images, desc):
         return extract_features(network, images.split(50), "cpu", desc, progress=False)
 
-    held_out = features(decode_all(dataset.holdout_paths, args.size), "held-out paintings")
-    training = features(decode_all(dataset.monet_paths, args.size), "training paintings")
-    scored = decode_all(scored_photos, args.size)
+    to_run = [name for name in args.recipes.split(",") if name not in results]
+    if to_run or BASELINE not in results:  # the reference features serve every recipe of this run
+        held_out = features(decode_all(dataset.holdout_paths, args.size), "held-out paintings")
+        training = features(decode_all(dataset.monet_paths, args.size), "training paintings")
+        scored = decode_all(scored_photos, args.size)
     if BASELINE not in results:
         results[BASELINE] = fid_scores(held_out, features(scored, "photos"), memorized_features=training)
 
-    for name in args.recipes.split(","):
-        if name in results:
-            continue
+    for name in to_run:
         config = recipe_config(name, args, epochs, out)
         trainer = CycleGANTrainer(config)
         dataset.photo_paths = training_photos
@@ -148,7 +147,7 @@ def main(argv=None) -> int:
         write_json(results_path, results)
         print(f"{name}: FID {results[name]['fid']:.1f}, MiFID {results[name]['mifid']:.1f}", flush=True)
     write_json(results_path, results)
-    print_table(results, len(held_out), len(scored), args.size)
+    print_table(results, len(dataset.holdout_paths), len(scored_photos), args.size)
     return 0
 
 

@@ -74,7 +74,8 @@ class CycleGANConfig:
             _check_type(self, name, int)
             if getattr(self, name) <= 0:
                 raise ConfigError(f"config '{name}' must be a positive integer, got {getattr(self, name)!r}")
-        for name in ("epochs", "n_res_blocks", "pool_size", "decay_epochs", "max_steps", "num_workers", "seed", "holdout_paintings"):
+        for name in ("epochs", "n_res_blocks", "pool_size", "decay_epochs", "max_steps", "num_workers", "seed",
+                     "holdout_paintings"):
             _check_type(self, name, int)
             if getattr(self, name) < 0:
                 raise ConfigError(f"config '{name}' must be >= 0, got {getattr(self, name)!r}")
@@ -118,8 +119,8 @@ class CycleGANConfig:
             _check_type(self, name, str)
         unknown_policies = sorted(set(filter(None, self.diffaugment.split(","))) - set(DIFFAUGMENT_TRANSFORMS))
         if unknown_policies:
-            raise ConfigError(f"config 'diffaugment' takes a comma-separated subset of {tuple(DIFFAUGMENT_TRANSFORMS)}, "
-                              f"got {self.diffaugment!r}")
+            raise ConfigError(f"config 'diffaugment' takes a comma-separated subset of "
+                              f"{tuple(DIFFAUGMENT_TRANSFORMS)}, got {self.diffaugment!r}")
         if self.generator == "unet" and self.image_size % 32:
             raise ConfigError(f"config 'generator'='unet' needs 'image_size' a multiple of 32 (five halvings), "
                               f"got {self.image_size}")

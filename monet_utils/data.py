@@ -170,9 +170,9 @@ class UnpairedDataset(Dataset):
     samples do not depend on worker count or order, and a resumed run sees the same batches.
     """
 
-    def __init__(self, photo_paths, monet_paths, transform: A.Compose, seed: int = 0):
+    def __init__(self, photo_paths, monet_paths, transform: A.Compose, seed: int = 0, holdout_paths=()):
         self.photo_paths, self.monet_paths = list(photo_paths), list(monet_paths)
-        self.holdout_paths: list[Path] = []  # paintings kept for the estimate (`build_dataset`)
+        self.holdout_paths = list(holdout_paths)  # paintings kept out of training, for the estimate
         self.transform, self.seed, self.epoch = transform, seed, 0
 
     def __len__(self) -> int:
@@ -243,9 +243,7 @@ def build_dataset(config: CycleGANConfig, data_dir: str | os.PathLike) -> Unpair
         raise DataError(
             f"{data_dir / PHOTO_DIR}: {len(photos)} readable photo(s), fewer than batch_size={config.batch_size}"
         )
-    dataset = UnpairedDataset(photos, monets, train_transform(config.image_size), seed=config.seed)
-    dataset.holdout_paths = held_out
-    return dataset
+    return UnpairedDataset(photos, monets, train_transform(config.image_size), seed=config.seed, holdout_paths=held_out)
 
 
 class AugmentingLoader(DataLoader):

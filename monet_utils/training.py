@@ -310,11 +310,13 @@ class CycleGANTrainer:
         cfg = self.config
         plan = plan_schedule(cfg.time_budget_hours, cfg.reserve_minutes, cfg.budget_sessions,
                              float(mean_over_ranks(measured)), steps_per_epoch, self.step, self.train_seconds)
-        if cfg.max_steps and not 0 < plan.max_steps <= cfg.max_steps:  # a step limit given stays a limit
-            plan = dataclasses.replace(plan, max_steps=cfg.max_steps)
-        self.apply_plan(plan)
         if self.rank == 0:
             print(plan.describe(steps_per_epoch, cfg.time_budget_hours, cfg.budget_sessions, cfg.reserve_minutes))
+        if cfg.max_steps and not 0 < plan.max_steps <= cfg.max_steps:  # a step limit given stays a limit
+            plan = dataclasses.replace(plan, max_steps=cfg.max_steps)
+            if self.rank == 0:
+                print(f"max_steps={cfg.max_steps} stops it sooner, as set.")
+        self.apply_plan(plan)
 
     def apply_plan(self, plan: TimePlan) -> None:
         """Set the planned schedule, and the LR of the current epoch under it."""

@@ -165,3 +165,19 @@ def test_held_out_reference_with_memorization_measured_on_the_training_paintings
     fresh = next(image_folder_batches(smooth_paintings(tmp_path / "new", 12, seed=3), 12))
     not_copied = score_against_paintings(network, iter([fresh]), held_out, progress=False, training_paths=training)
     assert not_copied["mifid"] == pytest.approx(not_copied["fid"])
+
+
+def test_the_estimate_takes_held_out_paintings_as_its_reference_when_there_are_any(tmp_path, capsys):
+    training = smooth_paintings(tmp_path / "train", 6, seed=1)
+    held_out = smooth_paintings(tmp_path / "held", 4, seed=2)
+    zip_path = tmp_path / "images.zip"
+    with zipfile.ZipFile(zip_path, "w") as archive:
+        for path in smooth_paintings(tmp_path / "generated", 5, seed=3):
+            archive.write(path, path.name)
+    weights = scripted_network(tmp_path / "net.pt")
+    held = estimate_scores(zip_path, training, weights, progress=False, holdout_paths=held_out)
+    assert held["n_paintings"] == 4 and held["held_out"]
+    assert "4 held-out paintings, never trained on" in capsys.readouterr().out
+    plain = estimate_scores(zip_path, training, weights, progress=False, holdout_paths=[])
+    assert plain["n_paintings"] == 6 and not plain["held_out"]
+    assert "6 the training paintings themselves, which favours copying" in capsys.readouterr().out
