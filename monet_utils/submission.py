@@ -12,6 +12,9 @@ from .stylize import translate_to_jpegs, write_zip
 
 SUBMISSION_SIZE = 256
 COMPETITION_COUNT = (7_000, 10_000)
+# A 256x256 JPEG is at most about 200 KB even at quality 100; an entry above this is no image of ours,
+# and is refused from its declared size before a byte of it is read.
+MAX_ENTRY_BYTES = 2 ** 21
 
 
 class SubmissionError(ValueError):
@@ -55,6 +58,35 @@ def entry_name_problem(name: str) -> str | None:
     return None
 
 
+def entry_problem(archive: zipfile.ZipFile, entry: zipfile.ZipInfo) -> str | None:
+    """Why `entry` is not a 256x256 RGB JPEG at the top of the zip, or None. Sizes are checked
+    from the zip's and the image's headers before anything is decoded, and the reading is
+    capped, so a small zip that inflates to gigabytes costs no memory."""
+    unsafe = entry_name_problem(entry.filename)
+    if unsafe:
+        return unsafe
+    if not entry.filename.lower().endswith((".jpg", ".jpeg")):
+        return "not a .jpg file"
+    if entry.file_size > MAX_ENTRY_BYTES:
+        return f"{entry.file_size:,} bytes, at most {MAX_ENTRY_BYTES:,} expected of a {SUBMISSION_SIZE}x{SUBMISSION_SIZE} JPEG"
+    try:
+        with archive.open(entry) as stream:
+            data = stream.read(MAX_ENTRY_BYTES + 1)
+        if len(data) > MAX_ENTRY_BYTES:
+            return f"more than {MAX_ENTRY_BYTES:,} bytes"
+        with Image.open(io.BytesIO(data)) as image:
+            if image.format != "JPEG":
+                return f"{image.format} data, expected JPEG"
+            if image.size != (SUBMISSION_SIZE, SUBMISSION_SIZE):
+                return f"{image.size[0]}x{image.size[1]}, expected {SUBMISSION_SIZE}x{SUBMISSION_SIZE}"
+            if image.mode != "RGB":
+                return f"mode {image.mode}, expected RGB"
+            image.load()  # decodes every pixel: a truncated JPEG fails here, not at Kaggle
+    except (OSError, zipfile.BadZipFile, Image.DecompressionBombError) as err:
+        return f"unreadable ({err})"
+    return None
+
+
 def check_submission_zip(zip_path, competition: bool = True) -> SubmissionReport:
     """Every entry must be a plain-named, fully decodable 256x256 RGB JPEG with a .jpg name; with
     `competition`, there must be 7,000-10,000 of them. Raises SubmissionError listing what is
@@ -64,35 +96,20 @@ def check_submission_zip(zip_path, competition: bool = True) -> SubmissionReport
         raise SubmissionError(f"{zip_path}: not a zip file" if zip_path.exists() else f"{zip_path}: does not exist")
     problems, n_images = [], 0
     with zipfile.ZipFile(zip_path) as archive:
-        names = archive.namelist()
-        if len(set(names)) != len(names):
+        entries = archive.infolist()
+        if len({e.filename for e in entries}) != len(entries):
             problems.append("duplicate file names")
-        for name in names:
-            unsafe = entry_name_problem(name)
-            if unsafe:
-                problems.append(f"{name}: {unsafe}")
-                continue
-            if not name.lower().endswith((".jpg", ".jpeg")):
-                problems.append(f"{name}: not a .jpg file")
-                continue
-            try:
-                with Image.open(io.BytesIO(archive.read(name))) as image:
-                    fmt, size, mode = image.format, image.size, image.mode
-                    image.load()  # decodes every pixel: a truncated JPEG fails here, not at Kaggle
-            except (OSError, zipfile.BadZipFile, Image.DecompressionBombError) as err:
-                problems.append(f"{name}: unreadable ({err})")
-                continue
-            if fmt != "JPEG":
-                problems.append(f"{name}: {fmt} data, expected JPEG")
-            elif size != (SUBMISSION_SIZE, SUBMISSION_SIZE):
-                problems.append(f"{name}: {size[0]}x{size[1]}, expected {SUBMISSION_SIZE}x{SUBMISSION_SIZE}")
-            elif mode != "RGB":
-                problems.append(f"{name}: mode {mode}, expected RGB")
+        for entry in entries:
+            problem = entry_problem(archive, entry)
+            if problem:
+                problems.append(f"{entry.filename}: {problem}")
             else:
                 n_images += 1
     low, high = COMPETITION_COUNT
     in_range = low <= n_images <= high and not problems
-    if competition and not problems and not in_range:
+    if not entries:
+        problems.append("no images: the zip is empty")
+    elif competition and not problems and not in_range:
         problems.append(f"{n_images:,} images; the competition needs {low:,}-{high:,}")
     if problems:
         shown = "\n  ".join(problems[:20]) + (f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else "")

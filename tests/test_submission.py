@@ -139,3 +139,65 @@ def test_a_small_real_dataset_is_reported_not_competition_valid(tmp_path):
     report = check_submission_zip(make_zip(tmp_path / "images.zip", {"a.jpg": GOOD}), competition=False)
     assert not report.competition_valid
     assert "not competition-valid: the competition needs 7,000-10,000" in str(report)
+
+
+def test_a_huge_entry_is_refused_from_its_declared_size_without_being_read(tmp_path):
+    """A 1 GiB entry of zeros deflates to about 1 MB: reading it whole would take gigabytes."""
+    import tracemalloc
+    path = tmp_path / "images.zip"
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        with archive.open("bomb.jpg", "w", force_zip64=True) as entry:
+            block = bytes(2 ** 24)
+            for _ in range(64):
+                entry.write(block)
+    assert path.stat().st_size < 2 ** 21
+    tracemalloc.start()
+    try:
+        with pytest.raises(SubmissionError, match="bomb.jpg: 1,073,741,824 bytes.*at most"):
+            check_submission_zip(path, competition=False)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 2 ** 25, f"peak {peak / 2 ** 20:.0f} MB"
+
+
+def test_an_entry_larger_than_its_header_says_is_read_no_further_than_the_cap(tmp_path, monkeypatch):
+    """The declared size is the header's word; the reading is capped on its own."""
+    monkeypatch.setattr(submission, "MAX_ENTRY_BYTES", 1000)
+    buffer = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (256, 256, 3), dtype=np.uint8)).save(buffer, "JPEG")
+    path = tmp_path / "images.zip"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("big.jpg", buffer.getvalue())
+    real_getinfo = zipfile.ZipFile.getinfo
+
+    def lying_infos(self):
+        infos = [real_getinfo(self, name) for name in self.namelist()]
+        for info in infos:
+            info.file_size = 10  # what a forged central directory would claim
+        return infos
+
+    monkeypatch.setattr(zipfile.ZipFile, "infolist", lying_infos)
+    with pytest.raises(SubmissionError, match="big.jpg: (more than 1,000 bytes|unreadable)"):
+        check_submission_zip(path, competition=False)
+
+
+def test_an_image_header_declaring_a_huge_size_is_refused_before_decoding(tmp_path):
+    buffer = io.BytesIO()
+    Image.new("RGB", (256, 256), 128).save(buffer, "JPEG")
+    data = bytearray(buffer.getvalue())
+    sof = data.index(b"\xff\xc0")  # start of frame: height and width follow the precision byte
+    data[sof + 5:sof + 9] = (12000).to_bytes(2, "big") * 2  # 432 MB decoded, under PIL's own bomb limit
+    path = tmp_path / "images.zip"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("wide.jpg", bytes(data[:data.index(b"\xff\xda")]))  # headers only: decoding would fail
+    with pytest.raises(SubmissionError, match="wide.jpg: 12000x12000, expected 256x256"):
+        check_submission_zip(path, competition=False)
+
+
+@pytest.mark.parametrize("competition", [True, False])
+def test_an_empty_zip_is_an_error_in_every_mode(tmp_path, competition):
+    path = tmp_path / "images.zip"
+    zipfile.ZipFile(path, "w").close()
+    with pytest.raises(SubmissionError, match="no images"):
+        check_submission_zip(path, competition=competition)
