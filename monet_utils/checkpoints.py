@@ -7,13 +7,13 @@ checkpoint downloaded from someone else cannot run anything when it is opened.
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 import torch
 
 from .acceleration import resolve_device
 from .config import CycleGANConfig
+from .files import WriteError, write_atomically
 from .models import build_generator
 
 ARCHITECTURE_KEYS = ("ngf", "ndf", "n_res_blocks", "generator", "upsampling")
@@ -24,21 +24,11 @@ class CheckpointError(RuntimeError):
 
 
 def write_checkpoint(state: dict, path: str | os.PathLike) -> Path:
-    """Write under a temporary name, then rename: a crash or a full disk never leaves a
-    half-written checkpoint, and the previous one stays as it was."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
+    """Written whole or not at all (`files.write_atomically`): the previous checkpoint survives a failure."""
     try:
-        torch.save(state, tmp)
-        os.replace(tmp, path)
-    except (OSError, RuntimeError) as err:  # a full disk surfaces as RuntimeError from torch's zip writer
-        tmp.unlink(missing_ok=True)
-        free_mb = shutil.disk_usage(path.parent).free / 2 ** 20
-        kept = "the previous checkpoint is kept" if path.exists() else "no checkpoint was written"
-        raise CheckpointError(f"could not write checkpoint {path} ({free_mb:,.0f} MB free on its disk; "
-                              f"{type(err).__name__}: {str(err).splitlines()[0]}); {kept}") from None
-    return path
+        return write_atomically(path, lambda tmp: torch.save(state, tmp), "checkpoint")
+    except WriteError as err:
+        raise CheckpointError(str(err)) from None
 
 
 def existing_file(path: str | os.PathLike, what: str = "checkpoint") -> Path:

@@ -9,6 +9,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from .diffaugment import TRANSFORMS as DIFFAUGMENT_TRANSFORMS
+from .files import write_atomically
 
 
 class ConfigError(ValueError):
@@ -177,13 +178,9 @@ def parse_value(text: str):
 
 
 def write_json(path: str | os.PathLike, data) -> Path:
-    """Write under a temporary name, then rename: readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
-    return path
+    """Written whole or not at all: readers never see half a file."""
+    text = json.dumps(data, indent=2) + "\n"
+    return write_atomically(path, lambda tmp: tmp.write_text(text), "JSON file")
 
 
 def _check_type(config: CycleGANConfig, name: str, kind: type) -> None:

@@ -9,6 +9,7 @@ as training checkpoints.
 """
 from __future__ import annotations
 
+import io
 import json
 import os
 import warnings
@@ -21,55 +22,68 @@ from torch import nn
 from .acceleration import resolve_device
 from .checkpoints import CheckpointError, checkpoint_config, existing_file, load_generator, load_network
 from .config import CycleGANConfig, write_json
+from .files import write_atomically
 from .models import build_generator
 
 EXAMPLE_SIZE = 64  # the traced example's height and width; the exported graph takes any
 
 
 def export_generator(checkpoint, fmt: str, output, direction: str = "photo2monet") -> Path:
-    """Write the `direction` generator of a training checkpoint as `fmt`, and its config beside it."""
+    """Write the `direction` generator of a training checkpoint as `fmt`, and its config beside it.
+    The file is made in memory and written whole (`files.write_atomically`): a full disk gives
+    one error naming it, and never replaces what was there."""
     if fmt not in FORMATS:
         raise ValueError(f"export format must be one of {sorted(FORMATS)}, got {fmt!r}")
-    generator, config = load_generator(checkpoint, direction, device="cpu")
     output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(output.name + ".tmp")
-    try:
-        FORMATS[fmt](generator, config, tmp)
-        os.replace(tmp, output)
-    finally:
-        tmp.unlink(missing_ok=True)
+    for written in (output, config_path(output)):
+        if _same_file(written, checkpoint):
+            raise CheckpointError(f"export: output {written} is the checkpoint it is exported from; writing it "
+                                  "would replace the training checkpoint. Choose another --output")
+    generator, config = load_generator(checkpoint, direction, device="cpu")
+    data = FORMATS[fmt](generator, config)
+    write_atomically(output, lambda tmp: tmp.write_bytes(data), f"{fmt} generator")
     write_json(config_path(output), {"format": fmt, "direction": direction, "config": config.to_dict()})
     return output
+
+
+def _same_file(a: Path, b) -> bool:
+    """By path or by inode (a hard link, or another name of the same file)."""
+    try:
+        return a.resolve() == Path(b).resolve() or os.path.samefile(a, b)
+    except OSError:  # one of them does not exist
+        return False
 
 
 def config_path(exported: Path) -> Path:
     return exported.with_name(exported.name + ".json")
 
 
-def _write_onnx(generator: nn.Module, config: CycleGANConfig, path: Path) -> None:
+def _onnx_bytes(generator: nn.Module, config: CycleGANConfig) -> bytes:
     example = torch.zeros(1, 3, EXAMPLE_SIZE, EXAMPLE_SIZE)
     dynamic = torch.export.Dim.DYNAMIC
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # exporter chatter about opset choices
-        torch.onnx.export(generator, (example,), str(path), dynamo=True, external_data=False, verbose=False,
-                          input_names=["photo"], output_names=["monet"],
-                          dynamic_shapes={"x": {0: dynamic, 2: dynamic, 3: dynamic}})
+        program = torch.onnx.export(generator, (example,), dynamo=True, verbose=False,
+                                    input_names=["photo"], output_names=["monet"],
+                                    dynamic_shapes={"x": {0: dynamic, 2: dynamic, 3: dynamic}})
+    return program.model_proto.SerializeToString()
 
 
-def _write_torchscript(generator: nn.Module, config: CycleGANConfig, path: Path) -> None:
+def _torchscript_bytes(generator: nn.Module, config: CycleGANConfig) -> bytes:
+    buffer = io.BytesIO()  # torch.jit.save to a full disk aborts the process; to memory it cannot fail so
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated, TorchScript files are not
-        torch.jit.save(torch.jit.script(generator), str(path))
+        torch.jit.save(torch.jit.script(generator), buffer)
+    return buffer.getvalue()
 
 
-def _write_safetensors(generator: nn.Module, config: CycleGANConfig, path: Path) -> None:
-    from safetensors.torch import save_file
+def _safetensors_bytes(generator: nn.Module, config: CycleGANConfig) -> bytes:
+    from safetensors.torch import save
     weights = {name: tensor.contiguous() for name, tensor in generator.state_dict().items()}
-    save_file(weights, str(path), metadata={"monet_utils_config": json.dumps(config.to_dict())})
+    return save(weights, metadata={"monet_utils_config": json.dumps(config.to_dict())})
 
 
-FORMATS = {"onnx": _write_onnx, "torchscript": _write_torchscript, "safetensors": _write_safetensors}
+FORMATS = {"onnx": _onnx_bytes, "torchscript": _torchscript_bytes, "safetensors": _safetensors_bytes}
 
 
 class OnnxGenerator(nn.Module):

@@ -86,3 +86,34 @@ def test_a_unet_with_resize_convs_exports_and_runs_at_other_sizes(tiny_config, t
     x = torch.rand((2, 3, 48, 80), generator=torch.Generator().manual_seed(1)) * 2 - 1  # not a multiple of 32
     with torch.inference_mode():
         assert torch.allclose(exported(x), generator(x), atol=1e-5)
+
+
+@pytest.mark.parametrize("same", ["path", "relative path", "hard link"])
+def test_an_output_that_is_the_checkpoint_is_refused_and_the_checkpoint_kept(trained, tmp_path, capsys, monkeypatch,
+                                                                             same):
+    checkpoint, _ = trained
+    before = checkpoint.read_bytes()
+    output = {"path": checkpoint, "relative path": checkpoint.parent / ".." / checkpoint.parent.name / checkpoint.name,
+              "hard link": tmp_path / "linked.pt"}[same]
+    if same == "hard link":
+        output.hardlink_to(checkpoint)
+    assert main(["export", "--checkpoint", str(checkpoint), "--format", "torchscript", "--output", str(output)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "is the checkpoint it is exported from" in err and err.count("\n") == 1
+    assert checkpoint.read_bytes() == before
+    assert not config_path(output).exists()
+
+
+@pytest.mark.parametrize("fmt", sorted(NEEDS))
+def test_a_full_disk_is_one_error_line_naming_the_file(trained, tmp_path, capsys, fmt):
+    """/dev/full answers every write with ENOSPC, as a full disk does."""
+    for module in NEEDS[fmt]:
+        pytest.importorskip(module)
+    checkpoint, _ = trained
+    output = tmp_path / f"g.{fmt}"
+    output.with_name(output.name + ".tmp").symlink_to("/dev/full")  # where the export writes first
+    assert main(["export", "--checkpoint", str(checkpoint), "--format", fmt, "--output", str(output)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: could not write {fmt} generator {output} (") and "MB free" in err, err
+    assert err.count("\n") == 1 and "no space left" in err.lower(), err
+    assert not output.exists() and not output.with_name(output.name + ".tmp").exists()

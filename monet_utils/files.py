@@ -1,0 +1,32 @@
+"""Files written whole or not at all: under a temporary name, then renamed into place.
+
+A crash, a kill or a full disk never leaves half a file, and the previous file stays as it was.
+A failed write says which file, how much room its disk has left, and what was kept.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Callable
+
+
+class WriteError(OSError):
+    """A file could not be written (a full disk, say); the message names it and the free space."""
+
+
+def write_atomically(path: str | os.PathLike, write: Callable[[Path], object], what: str = "file") -> Path:
+    """Call `write(tmp)` to fill a temporary file beside `path`, then rename it to `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except (OSError, RuntimeError) as err:  # a full disk surfaces as RuntimeError from torch's zip writer
+        tmp.unlink(missing_ok=True)
+        free_mb = shutil.disk_usage(path.parent).free / 2 ** 20
+        kept = f"the previous {what} is kept" if path.exists() else f"no {what} was written"
+        raise WriteError(f"could not write {what} {path} ({free_mb:,.0f} MB free on its disk; "
+                         f"{type(err).__name__}: {str(err).splitlines()[0]}); {kept}") from None
+    return path
