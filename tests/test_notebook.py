@@ -17,6 +17,7 @@ from monet_utils.__main__ import main
 from monet_utils.checkpoints import CheckpointError, read_checkpoint
 from monet_utils.config import ConfigError, CycleGANConfig
 from monet_utils.demo_data import make_demo_dataset
+from monet_utils.kaggle_notebook import KAGGLE_NOTEBOOK
 from monet_utils.submission import check_submission_zip
 from monet_utils.training import CycleGANTrainer
 
@@ -174,3 +175,17 @@ def test_a_signal_stops_the_run_with_one_line_and_a_rerun_resumes(tmp_path, data
     assert rerun.returncode == 0, stderr
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["steps"] == step + 2  # resumed, not started over
+
+
+@pytest.mark.parametrize("notebook", [runner.NOTEBOOK, KAGGLE_NOTEBOOK], ids=["primary", "kaggle"])
+def test_papermill_reads_every_line_of_the_parameters_cell(notebook, capsys):
+    """papermill's own inspection, which the runner's check uses: a line it cannot parse (a colon in a
+    comment reads as a type annotation) makes that parameter unknown to `-p`."""
+    cell = next(c for c in nbformat.read(notebook, as_version=4).cells if "parameters" in c.metadata.get("tags", []))
+    assigned = [target.id for node in ast.parse(cell.source).body if isinstance(node, ast.Assign)
+                for target in node.targets]
+    found = runner.notebook_parameters(notebook)
+    assert "Unable to parse" not in capsys.readouterr().out
+    assert sorted(found) == sorted(assigned)
+    config_fields = set(CycleGANConfig.__dataclass_fields__)
+    assert config_fields - {"pool_size", "gan_mode", "init_gain", "beta1", "beta2", "max_skipped_steps"} <= set(found)
