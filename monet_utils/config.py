@@ -12,6 +12,11 @@ from .diffaugment import TRANSFORMS as DIFFAUGMENT_TRANSFORMS
 from .files import write_atomically
 
 
+# The data is 256x256; the jitter works at 286/256 of the size, and a ResNet generator's first
+# feature map at 1024 already takes 1 GB a batch of 4. Beyond this a run only fails later.
+MAX_IMAGE_SIZE = 1024
+
+
 class ConfigError(ValueError):
     """A config key is unknown or its value is out of range."""
 
@@ -97,8 +102,8 @@ class CycleGANConfig:
         if self.image_size % 4:
             raise ConfigError(f"config 'image_size' must be a multiple of 4, got {self.image_size}")
         # Below 32 the discriminator's last normalised feature map is 1x1, which no per-image norm can normalise.
-        if self.image_size < 32:
-            raise ConfigError(f"config 'image_size' must be at least 32, got {self.image_size}")
+        if not 32 <= self.image_size <= MAX_IMAGE_SIZE:
+            raise ConfigError(f"config 'image_size' must be from 32 to {MAX_IMAGE_SIZE}, got {self.image_size}")
         if self.epochs == 0 and not self.time_budget_hours:
             raise ConfigError("config 'epochs' is 0, which means 'as many as the time budget allows': "
                               "set 'time_budget_hours', or a positive number of epochs")

@@ -223,11 +223,31 @@ class EpochSampler(Sampler[int]):
         return (self.batches - self.start_batch) * self.share
 
 
+def check_counts(config: CycleGANConfig, data_dir: str | os.PathLike, photos: int, paintings: int,
+                 kind: str = "readable") -> None:
+    """`batch_size` and `holdout_paintings` against the numbers of photos and paintings in `data_dir`."""
+    data_dir = Path(data_dir)
+    if config.batch_size > photos:
+        raise DataError(f"{data_dir / PHOTO_DIR}: {photos} {kind} photo(s), fewer than batch_size={config.batch_size}; "
+                        f"batch_size must be at most {photos}")
+    if config.holdout_paintings >= paintings:
+        raise DataError(f"holdout_paintings={config.holdout_paintings} leaves none of the {paintings} {kind} "
+                        f"paintings in {data_dir / MONET_DIR} to train on; it must be at most {paintings - 1}")
+
+
+def check_data_fits(config: CycleGANConfig) -> Path:
+    """Before a run writes anything: the data folder `config.data_dir` finds (or the search finds)
+    has enough images for `batch_size` and `holdout_paintings`, counted from the file names."""
+    data_dir = find_data_dir(config.data_dir)
+    check_counts(config, data_dir, len(list_images(data_dir / PHOTO_DIR)), len(list_images(data_dir / MONET_DIR)),
+                 kind="image")
+    return data_dir
+
+
 def split_paintings(paths: list[Path], holdout: int) -> tuple[list[Path], list[Path]]:
-    """(training, held-out): `holdout` paintings drawn with a fixed seed from the sorted list, so
-    every run and recipe on the same folder holds out the same ones, whatever its own seed."""
-    if holdout >= len(paths):
-        raise DataError(f"holdout_paintings={holdout} leaves none of the {len(paths)} paintings to train on")
+    """(training, held-out): `holdout` (fewer than the paintings, `check_counts`) drawn with a fixed
+    seed from the sorted list, so every run and recipe on the same folder holds out the same ones,
+    whatever its own seed."""
     held_out = set(random.Random(0).sample(range(len(paths)), holdout))
     return ([p for i, p in enumerate(paths) if i not in held_out],
             [p for i, p in enumerate(paths) if i in held_out])
@@ -237,12 +257,9 @@ def build_dataset(config: CycleGANConfig, data_dir: str | os.PathLike) -> Unpair
     """The training dataset of `data_dir`, its unreadable files dropped with a warning, and
     `config.holdout_paintings` paintings set aside in `holdout_paths`, never trained on."""
     data_dir = Path(data_dir)
-    photos = readable_images(data_dir / PHOTO_DIR)
-    monets, held_out = split_paintings(readable_images(data_dir / MONET_DIR), config.holdout_paintings)
-    if len(photos) < config.batch_size:
-        raise DataError(
-            f"{data_dir / PHOTO_DIR}: {len(photos)} readable photo(s), fewer than batch_size={config.batch_size}"
-        )
+    photos, paintings = readable_images(data_dir / PHOTO_DIR), readable_images(data_dir / MONET_DIR)
+    check_counts(config, data_dir, len(photos), len(paintings))
+    monets, held_out = split_paintings(paintings, config.holdout_paintings)
     return UnpairedDataset(photos, monets, train_transform(config.image_size), seed=config.seed, holdout_paths=held_out)
 
 

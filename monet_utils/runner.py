@@ -21,7 +21,7 @@ from jupyter_client.manager import AsyncKernelManager
 from .acceleration import resolve_device, resolve_speed
 from .checkpoints import CheckpointError, check_architecture, existing_file, read_checkpoint
 from .config import CycleGANConfig, ConfigError
-from .data import DataError, find_data_dir
+from .data import DataError, check_data_fits, find_data_dir
 from .demo_data import DEMO_DIR, make_demo_dataset
 from .distributed import process_count
 
@@ -112,6 +112,7 @@ def validate_parameters(parameters: dict, notebook: str | os.PathLike = NOTEBOOK
     config = CycleGANConfig.from_dict({k: v for k, v in parameters.items() if k in config_keys})
     resolve_speed(config, resolve_device(config.device))  # e.g. amp='fp16' or device='cuda' without a GPU
     process_count(config)  # gpus beyond the visible devices, or a batch that does not split over them
+    check_data_fits(config)  # batch_size and holdout_paintings against the images there
     return config
 
 

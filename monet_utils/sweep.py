@@ -29,6 +29,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 from .config import ConfigError, parse_value, write_json  # noqa: E402
+from .data import DataError  # noqa: E402
 from .plots import smooth  # noqa: E402
 from .progress import PrefixedLines  # noqa: E402
 from .runner import run_notebook, validate_parameters  # noqa: E402
@@ -76,7 +77,7 @@ def plan_runs(grid: dict[str, list], fixed: dict) -> list[tuple[str, dict]]:
         parameters = {**fixed, **varying}
         try:
             validate_parameters(parameters)
-        except ConfigError as err:
+        except (ConfigError, DataError) as err:
             raise ConfigError(f"run {run_name(varying)}: {err}") from None
         runs.append((run_name(varying), parameters))
     return runs

@@ -16,7 +16,8 @@ def test_defaults_are_the_seed_and_paper_values():
 @pytest.mark.parametrize("key, value, fragment", [
     ("lr", -1e-4, "'lr'"),
     ("image_size", 250, "multiple of 4"),
-    ("image_size", 28, "at least 32"),
+    ("image_size", 28, "from 32 to 1024"),
+    ("image_size", 100000, "from 32 to 1024, got 100000"),
     ("batch_size", 0, "'batch_size'"),
     ("epochs", 2.5, "'epochs' must be int"),
     ("gan_mode", "wgan", "'gan_mode'"),

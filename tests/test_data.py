@@ -155,6 +155,11 @@ def test_fewer_photos_than_a_batch_is_an_error(dataset_dir, tiny_config):
         build_dataset(tiny_config.replace(batch_size=8), dataset_dir)
 
 
+def test_holding_out_every_painting_is_an_error(dataset_dir, tiny_config):
+    with pytest.raises(DataError, match="holdout_paintings=3 leaves none of the 3 readable paintings .* at most 2"):
+        build_dataset(tiny_config.replace(holdout_paintings=3), dataset_dir)
+
+
 @pytest.mark.skipif(not KAGGLE_DATA.is_dir(), reason="the Kaggle data in ../shared/kaggle-data is absent")
 def test_real_kaggle_data_loads(tiny_config):
     assert len(list_images(KAGGLE_DATA / "photo_jpg")) == 7038

@@ -66,6 +66,20 @@ def test_bad_parameters_stop_before_anything_runs(tmp_path):
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
 
+@pytest.mark.parametrize("name, value, message", [
+    ("batch_size", 1_000_000_000, r"6 image photo\(s\), fewer than batch_size=1000000000; batch_size must be at most 6"),
+    ("image_size", 100_000, "'image_size' must be from 32 to 1024, got 100000"),
+    ("holdout_paintings", 3, "holdout_paintings=3 leaves none of the 3 image paintings .* must be at most 2"),
+])
+def test_values_beyond_the_data_or_the_size_limit_stop_before_anything_is_written(tmp_path, dataset_dir, capsys,
+                                                                                name, value, message):
+    out = tmp_path / "out"
+    assert main(["run", "--data-dir", str(dataset_dir), "--output-dir", str(out), "-p", name, str(value)]) == 2
+    err = capsys.readouterr().err
+    assert re.search(message, err) and err.count("\n") == 1, err
+    assert not out.exists()
+
+
 def test_cli_reports_bad_parameters_with_exit_code_2(tmp_path, capsys):
     assert main(["run", "--output-dir", str(tmp_path), "-p", "lr", "-1"]) == 2
     assert "'lr'" in capsys.readouterr().err
@@ -89,8 +103,10 @@ def test_a_failing_cell_is_reported_with_the_partial_notebook(tmp_path, capsys):
     assert main(["run", "--data-dir", str(tmp_path / "data"), "--output-dir", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
     assert "photo_jpg/ holds no images" in err
-    # find_data_dir raised in the runner, before papermill; now make the notebook itself fail:
-    demo = make_demo_dataset(tmp_path / "demo", n_photos=1, n_paintings=1)
+    # find_data_dir raised in the runner, before papermill; now make the notebook itself fail: two
+    # photo files pass the runner's count, one of them does not decode.
+    demo = make_demo_dataset(tmp_path / "demo", n_photos=2, n_paintings=1)
+    sorted((demo / "photo_jpg").iterdir())[0].write_bytes(b"not a jpeg")
     with pytest.raises(runner.NotebookRunError, match=r"failed in cell \[\d+\]: DataError: .*fewer than batch_size") as info:
         runner.run_notebook({**TINY, "data_dir": str(demo)}, tmp_path / "out2")
     assert info.value.executed.exists()

@@ -35,6 +35,8 @@ def test_bad_sweeps_are_rejected_before_anything_runs(tmp_path, demo):
         sweep.run_sweep({"epochs": [1]}, {"data_dir": demo}, out, sort_by="beauty")
     with pytest.raises(ConfigError, match="both in --grid and --set"):
         sweep.run_sweep({"epochs": [1]}, {"epochs": 2}, out)
+    with pytest.raises(ConfigError, match="run batch_size-8: .*batch_size must be at most 6"):
+        sweep.run_sweep({"batch_size": [2, 8]}, {"data_dir": demo}, out)
     assert not out.exists()
     assert sweep.main(["--grid", "epochz=1", "--out", str(out)]) == 2
 
@@ -76,16 +78,20 @@ def test_grid_runs_in_parallel_skips_completed_and_resumes_interrupted(tmp_path,
 
 def test_a_failing_run_is_recorded_and_the_others_finish(tmp_path, demo):
     out = tmp_path / "runs"
-    # batch_size 8 is a valid config but more than the 6 demo photos: that run fails in the notebook.
-    rows = sweep.run_sweep({"batch_size": [8, 2]}, {**{k: v for k, v in TINY.items() if k != "batch_size"},
-                                                    "max_steps": 1, "data_dir": demo}, out, log=lambda *_: None)
-    assert [(r["run"], r["status"]) for r in rows] == [("batch_size-2", "completed"), ("batch_size-8", "failed")]
-    failed = json.loads((out / "batch_size-8" / "status.json").read_text())
-    assert "fewer than batch_size=8" in failed["error"]
-    assert (out / "batch_size-8" / "monet_cyclegan.ipynb").exists()
+    # Six photo files pass the up-front count, but five do not decode: that run fails in the notebook.
+    broken = make_demo_dataset(tmp_path / "broken", n_photos=6, n_paintings=3, progress=False)
+    for photo in sorted((broken / "photo_jpg").iterdir())[1:]:
+        photo.write_bytes(b"not a jpeg")
+    fixed = {**TINY, "max_steps": 1}
+    rows = sweep.run_sweep({"data_dir": [demo, str(broken)]}, fixed, out, log=lambda *_: None)
+    assert sorted(r["status"] for r in rows) == ["completed", "failed"]
+    failed_run = next(r["run"] for r in rows if r["status"] == "failed")
+    failed = json.loads((out / failed_run / "status.json").read_text())
+    assert "fewer than batch_size=2" in failed["error"]
+    assert (out / failed_run / "monet_cyclegan.ipynb").exists()
     assert "failed" in (out / "summary.md").read_text()
-    assert sweep.main(["--grid", "batch_size=8,2", "--set", *[f"{k}={v}" for k, v in TINY.items() if k != "batch_size"],
-                       "max_steps=1", f"data_dir={demo}", "--out", str(out)]) == 1
+    assert sweep.main(["--grid", f"data_dir={demo},{broken}", "--set", *[f"{k}={v}" for k, v in fixed.items()],
+                       "--out", str(out)]) == 1
 
 
 def test_summary_sorts_by_mifid_when_every_run_has_it(tmp_path):
