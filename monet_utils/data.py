@@ -275,6 +275,9 @@ class AugmentingLoader(DataLoader):
             num_workers=config.num_workers,
             pin_memory=torch.cuda.is_available(),
             persistent_workers=False,  # workers must see set_epoch, so they restart each epoch
+            # Each epoch's iterator draws its workers' base seed from this generator, not the global
+            # RNG that checkpoints restore (and DiffAugment draws from): a resume then draws the same.
+            generator=torch.Generator().manual_seed(config.seed),
         )
 
     @property

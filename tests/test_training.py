@@ -70,17 +70,19 @@ def test_fit_stops_at_max_steps_and_checkpoints(tiny_config, dataset_dir):
     assert (trainer.checkpoint_path.parent / "config.json").exists()
 
 
+@pytest.mark.parametrize("diffaugment", ["", "color,translation,cutout"])
 @pytest.mark.parametrize("data_path", ["loader", "memory"])
-def test_resume_gives_the_same_weights_as_one_straight_run(tiny_config, dataset_dir, tmp_path, data_path):
+def test_resume_gives_the_same_weights_as_one_straight_run(tiny_config, dataset_dir, tmp_path, data_path, diffaugment):
     """7 steps straight vs 4 steps, a new trainer loading the checkpoint, then 3 more. With 3
     steps an epoch the stop falls mid-epoch after an LR decay step, the rest crosses another
-    boundary, and the pools (size 3) are full and swapping."""
+    boundary, and the pools (size 3) are full and swapping. DiffAugment draws from the global
+    RNG, which the checkpoint restores: nothing else may draw from it between save and resume."""
     def run(config):
         trainer = CycleGANTrainer(config)
         trainer.fit(trainer.train_loader(build_dataset(config, dataset_dir)), progress=False)
         return trainer
 
-    base = tiny_config.replace(epochs=3, decay_epochs=2, data_path=data_path)
+    base = tiny_config.replace(epochs=3, decay_epochs=2, data_path=data_path, diffaugment=diffaugment)
     straight = run(base.replace(max_steps=7, output_dir=str(tmp_path / "straight")))
     run(base.replace(max_steps=4, output_dir=str(tmp_path / "split")))
     resumed = run(base.replace(max_steps=7, output_dir=str(tmp_path / "split")))
