@@ -24,6 +24,7 @@ from .config import CycleGANConfig, ConfigError
 from .data import DataError, check_data_fits, find_data_dir
 from .demo_data import DEMO_DIR, make_demo_dataset
 from .distributed import process_count
+from .files import WriteError, write_atomically
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK = REPO_ROOT / "notebooks" / "monet_cyclegan.ipynb"
@@ -94,6 +95,58 @@ class KernelInterrupter:
                 pass
 
 
+class ExecutedNotebookWriter:
+    """papermill's I/O for the executed notebook (paths under `SCHEME`): each save is written
+    whole (`files.write_atomically`), and a save that fails, on a full disk say, is remembered
+    instead of raised, so the run goes on and its own error, if it has one, is the one reported."""
+
+    SCHEME = "monet-executed://"
+
+    def __init__(self):
+        self.failures: dict[str, str] = {}  # path -> why its last save failed
+
+    def write(self, buf: str, path: str) -> None:
+        target = path[len(self.SCHEME):]
+        try:
+            write_atomically(target, lambda tmp: tmp.write_text(buf, encoding="utf-8"), "executed notebook")
+            self.failures.pop(target, None)
+        except WriteError as err:
+            self.failures[target] = str(err)
+
+    def read(self, path: str):
+        raise NotImplementedError("the executed notebook is only written")
+
+    listdir = read
+
+    def pretty_path(self, path: str) -> str:
+        return path[len(self.SCHEME):]
+
+
+EXECUTED_NOTEBOOKS = ExecutedNotebookWriter()
+papermill.iorw.papermill_io.register(ExecutedNotebookWriter.SCHEME, EXECUTED_NOTEBOOKS)
+
+
+class Echo:
+    """The kernel's output, passed on as it comes; `end_line` ends a progress bar that a failed
+    cell left open, so that what is printed next starts a line of its own."""
+
+    def __init__(self, target):
+        self.target, self.at_line_start = target, True
+
+    def write(self, text: str) -> None:
+        if text:
+            self.target.write(text)
+            self.at_line_start = text.endswith("\n")
+
+    def flush(self) -> None:
+        self.target.flush()
+
+    def end_line(self) -> None:
+        if not self.at_line_start:
+            self.write("\n")
+            self.flush()
+
+
 def notebook_parameters(notebook: str | os.PathLike = NOTEBOOK) -> dict:
     """Names and default values of the notebook's `parameters` cell."""
     inferred = papermill.inspect_notebook(str(notebook))
@@ -141,19 +194,28 @@ def run_notebook(parameters: dict, output_dir: str | os.PathLike, notebook: str 
     if echo:
         print(f"Running {Path(notebook).name} -> {executed} (its output follows)", file=echo, flush=True)
     interrupter = KernelInterrupter()
+    echo = echo and Echo(echo)
     try:
         with interrupter:
-            papermill.execute_notebook(str(notebook), str(executed), parameters=parameters, cwd=str(REPO_ROOT),
-                                       progress_bar=False, kernel_name="python3", stdout_file=echo,
-                                       stderr_file=echo, kernel_manager_class=interrupter.manager_class())
+            papermill.execute_notebook(str(notebook), ExecutedNotebookWriter.SCHEME + str(executed),
+                                       parameters=parameters, cwd=str(REPO_ROOT), progress_bar=False,
+                                       kernel_name="python3", stdout_file=echo, stderr_file=echo,
+                                       kernel_manager_class=interrupter.manager_class())
     except (papermill.PapermillExecutionError, KeyboardInterrupt) as err:
+        if echo:
+            echo.end_line()
+        unwritten = EXECUTED_NOTEBOOKS.failures.pop(str(executed), None)
+        where = (f"The executed notebook could not be written: {unwritten}" if unwritten else
+                 f"The executed notebook, up to the failure, is at {executed}")
         if interrupter.received:
             raise RunInterrupted(interrupted_message(interrupter.received, output_dir), executed) from None
         if isinstance(err, KeyboardInterrupt):
             raise
-        raise NotebookRunError(
-            f"{Path(notebook).name} failed in cell [{err.exec_count}]: {err.ename}: {err.evalue}\n"
-            f"The executed notebook, up to the failure, is at {executed}", executed) from None
+        raise NotebookRunError(f"{Path(notebook).name} failed in cell [{err.exec_count}]: {err.ename}: "
+                               f"{err.evalue}\n{where}", executed) from None
+    unwritten = EXECUTED_NOTEBOOKS.failures.pop(str(executed), None)
+    if unwritten:  # the run itself went through; its outputs are in output_dir
+        raise WriteError(f"the run finished, but {unwritten}")
     return executed
 
 

@@ -205,3 +205,58 @@ def test_papermill_reads_every_line_of_the_parameters_cell(notebook, capsys):
     assert sorted(found) == sorted(assigned)
     config_fields = set(CycleGANConfig.__dataclass_fields__)
     assert config_fields - {"pool_size", "gan_mode", "init_gain", "beta1", "beta2", "max_skipped_steps"} <= set(found)
+
+
+def tiny_run_command(data, out):
+    command = ["run", "--data-dir", str(data), "--output-dir", str(out), "-p", "estimate_mifid", "False"]
+    for name, value in TINY.items():
+        command += ["-p", name, str(value)]
+    return command
+
+
+def test_a_failed_checkpoint_write_shows_the_notebooks_own_error_on_a_line_of_its_own(tmp_path, dataset_dir, capsys):
+    """/dev/full answers writes with ENOSPC, as a full disk does (once here: a failed save removes
+    its temporary file, the link)."""
+    out = tmp_path / "out"
+    (out / "checkpoints").mkdir(parents=True)
+    (out / "checkpoints" / "latest.pt.tmp").symlink_to("/dev/full")
+    assert main(tiny_run_command(dataset_dir, out)) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert re.match(r"error: monet_cyclegan.ipynb failed in cell \[\d+\]: CheckpointError: could not write checkpoint "
+                    rf"{re.escape(str(out))}/checkpoints/latest.pt \(.* MB free on its disk; .*\); no checkpoint was "
+                    "written", err[-2]), err[-3:]
+
+
+@pytest.fixture
+def full_disk(tmp_path):
+    """A 1 MB tmpfs filled to the last byte (mounting needs root, which CI has)."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(disk)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    try:
+        filler = os.open(disk / "filler", os.O_WRONLY | os.O_CREAT)
+        try:
+            while os.write(filler, bytes(4096)):
+                pass
+        except OSError:  # ENOSPC: full
+            pass
+        finally:
+            os.close(filler)
+        yield disk
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=True)
+
+
+def test_a_full_disk_shows_the_notebooks_own_error_naming_the_file(full_disk, dataset_dir, capsys):
+    """papermill's own writes of the executed notebook used to replace the cell's error with a bare
+    '[Errno 28] No space left on device'."""
+    out = full_disk / "out"
+    assert main(tiny_run_command(dataset_dir, out)) == 2
+    err = capsys.readouterr().err.splitlines()
+    first = next(i for i, line in enumerate(err) if line.startswith("error: "))
+    assert re.match(r"error: monet_cyclegan.ipynb failed in cell \[\d+\]: WriteError: could not write JSON file "
+                    rf"{re.escape(str(out))}/config.json \(0 MB free on its disk; OSError: \[Errno 28\] No space left",
+                    err[first]), err[first:]
+    assert re.match(rf"The executed notebook could not be written: could not write executed notebook "
+                    rf"{re.escape(str(out))}/monet_cyclegan.ipynb \(0 MB free", err[first + 1]), err[first:]
