@@ -8,8 +8,8 @@ import sys
 from .checkpoints import CheckpointError
 from .config import ConfigError, parse_value
 from .data import DataError
-from .distributed import WorkerError, add_config_arguments, config_from_arguments, run_worker
 from .export import FORMATS, config_path, export_generator
+from .launch import WorkerError, add_config_arguments, config_from_arguments, train_from_config
 from .runner import NotebookRunError, RunInterrupted, run_main_job
 from .stylize import stylize
 from .training import TrainingInterrupted
@@ -41,8 +41,8 @@ def main(argv=None) -> int:
     styl.add_argument("--batch-size", type=int, default=8)
     styl.add_argument("--device", default="auto")
 
-    train = commands.add_parser("train", help="train without the notebook; under torchrun, data-parallel "
-                                              "(torchrun --nproc_per_node=N -m monet_utils train ...)")
+    train = commands.add_parser("train", help="train without the notebook: one process, or -p gpus N for N "
+                                              "data-parallel processes (torchrun, started for you)")
     add_config_arguments(train)
 
     export = commands.add_parser("export", help="write the photo -> Monet generator alone as ONNX, TorchScript "
@@ -58,7 +58,7 @@ def main(argv=None) -> int:
             executed = run_main_job(args.data_dir, args.output_dir, overrides)
             print(f"Done. Executed notebook: {executed}")
         elif args.command == "train":
-            run_worker(config_from_arguments(args))
+            train_from_config(config_from_arguments(args))
         elif args.command == "export":
             written = export_generator(args.checkpoint, args.format, args.output)
             print(f"Generator written to {written} ({written.stat().st_size / 2 ** 20:.1f} MB), "

@@ -56,6 +56,16 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
     return state
 
 
+def interrupted_message(signal_name: str, output_dir: Path) -> str:
+    """The last line of a run stopped by a signal: which checkpoint is kept."""
+    checkpoint = output_dir / "checkpoints" / "latest.pt"
+    try:
+        kept = f"checkpoint {checkpoint} (step {read_checkpoint(checkpoint)['step']}) is kept"
+    except CheckpointError:
+        kept = "no checkpoint was written yet"
+    return f"stopped by {signal_name}: {kept}; run the same command again to resume"
+
+
 def checkpoint_config(state: dict, path) -> CycleGANConfig:
     try:
         return CycleGANConfig.from_dict(state["config"])

@@ -19,7 +19,7 @@ import papermill
 from jupyter_client.manager import AsyncKernelManager
 
 from .acceleration import resolve_device, resolve_speed
-from .checkpoints import CheckpointError, check_architecture, existing_file, read_checkpoint
+from .checkpoints import check_architecture, existing_file, interrupted_message, read_checkpoint
 from .config import CycleGANConfig, ConfigError
 from .data import DataError, check_data_fits, find_data_dir
 from .demo_data import DEMO_DIR, make_demo_dataset
@@ -217,15 +217,6 @@ def run_notebook(parameters: dict, output_dir: str | os.PathLike, notebook: str 
     if unwritten:  # the run itself went through; its outputs are in output_dir
         raise WriteError(f"the run finished, but {unwritten}")
     return executed
-
-
-def interrupted_message(signal_name: str, output_dir: Path) -> str:
-    checkpoint = output_dir / "checkpoints" / "latest.pt"
-    try:
-        kept = f"checkpoint {checkpoint} (step {read_checkpoint(checkpoint)['step']}) is kept"
-    except CheckpointError:
-        kept = "no checkpoint was written yet"
-    return f"stopped by {signal_name}: {kept}; run the same command again to resume"
 
 
 def run_main_job(data_dir: str | None = None, output_dir: str | os.PathLike = "outputs",

@@ -65,7 +65,10 @@ def stop_requests():
         if requested:
             raise KeyboardInterrupt
         requested.append(signal.Signals(signum).name)
-        print(f"\n{requested[0]}: training stops after this step and saves a checkpoint", file=sys.stderr, flush=True)
+        if rank_and_world()[0] == 0:  # every process got it from torchrun
+            with contextlib.suppress(OSError):  # output whose reader is gone must not stop the stop
+                print(f"\n{requested[0]}: training stops after this step and saves a checkpoint", file=sys.stderr,
+                      flush=True)
 
     previous = {sig: signal.signal(sig, ask_to_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:

@@ -1,0 +1,194 @@
+"""Start training as `config.gpus` asks: in this process on one device, or data-parallel with one
+torchrun worker per device.
+
+    python -m monet_utils train -p gpus 2 --data-dir data/gan-getting-started -p epochs 10
+
+From a notebook or that command, several processes are launched as a child `torchrun`
+(`monet_utils.torchrun`, a Jupyter kernel cannot host the workers itself), whose workers run this
+module (`python -m monet_utils.launch --config C`). Their output streams to the caller; Ctrl-C,
+Jupyter's interrupt or SIGTERM stop them after the same step with one checkpoint and one line
+saying which, as a one-process run does. The package is found where this one was imported from,
+so the self-contained Kaggle notebook's inlined copy works too.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+from .checkpoints import CheckpointError, interrupted_message
+from .config import ConfigError, CycleGANConfig, parse_value, write_json
+from .data import DataError, build_dataset, check_data_fits, find_data_dir
+from .distributed import init_process_group, process_count
+from .torchrun import stop_with_parent
+from .training import CycleGANTrainer, TrainingInterrupted
+
+WORLD_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
+LAUNCHED_ENV = "MONET_UTILS_LAUNCHED"  # set for workers whose launcher says how a run stopped
+
+
+class WorkerError(RuntimeError):
+    """A training worker failed; torchrun stopped the others."""
+
+
+def under_torchrun() -> bool:
+    return all(name in os.environ for name in WORLD_ENV)
+
+
+def train(trainer: CycleGANTrainer, dataset, stream=None) -> list[dict]:
+    """The notebook's training cell: in this process on one device, else with torchrun workers,
+    after which `trainer` loads the checkpoint they wrote. Returns the loss history."""
+    nproc = process_count(trainer.config)
+    if nproc == 1:
+        return trainer.fit(trainer.train_loader(dataset))
+    print(f"Training with {nproc} processes (torchrun); their output follows.")
+    launch_workers(trainer.config, nproc, stream)
+    trainer.load(trainer.checkpoint_path)
+    return trainer.history
+
+
+def train_from_config(config: CycleGANConfig) -> None:
+    """`python -m monet_utils train`: a worker under torchrun; else as many processes as `gpus` asks."""
+    if under_torchrun():
+        return run_worker(config)
+    nproc = process_count(config)
+    check_data_fits(config)
+    if nproc == 1:
+        return run_worker(config)
+    print(f"Training with {nproc} processes (torchrun); their output follows.", file=sys.stderr, flush=True)
+    launch_workers(config, nproc, sys.stderr)
+
+
+def run_worker(config: CycleGANConfig, progress: bool = True) -> None:
+    """Train with `config`: under torchrun one worker, which joins the group and trains its share
+    (rank 0 writing the checkpoint and metrics) and stops when its launcher is gone; outside it,
+    one process on config.device."""
+    import torch.distributed as dist
+
+    distributed = under_torchrun()
+    device = None
+    if distributed:
+        stop_with_parent()
+        device = init_process_group(config)
+    try:
+        dataset = build_dataset(config, find_data_dir(config.data_dir))
+        trainer = CycleGANTrainer(config, device=device)
+        trainer.fit(trainer.train_loader(dataset), progress=progress)
+        if trainer.rank == 0:
+            write_json(Path(config.output_dir) / "metrics.json", trainer.metrics())
+        if distributed:
+            dist.barrier()  # leave together: gloo aborts a process whose peer is still mid-collective
+    finally:
+        if distributed:
+            dist.destroy_process_group()
+
+
+def launch_workers(config: CycleGANConfig, nproc: int, stream=None) -> None:
+    """Train with `nproc` torchrun workers in a child process, their output streamed to `stream`
+    as it comes. SIGINT (Ctrl-C, Jupyter's interrupt) or SIGTERM here is forwarded once to the
+    child, in a session of its own: the workers stop after one step with a checkpoint, and this
+    raises TrainingInterrupted. A second one stops the child at once; its workers, whose parent
+    is then gone, still stop after their step with a checkpoint."""
+    out = Path(config.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    config_file = out / "launch_config.json"
+    config.save(config_file)
+    package_root = str(Path(__file__).resolve().parent.parent)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", LAUNCHED_ENV: "1",
+           "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
+    if config.device == "cpu":  # each process its share of the cores: two using all of them run 5-15x slower
+        env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // nproc))
+    command = [sys.executable, "-m", "monet_utils.torchrun", "--parent", str(os.getpid()), "--standalone",
+               f"--nproc_per_node={nproc}", "-m", "monet_utils.launch", "--config", str(config_file)]
+    stream = stream or sys.stdout
+    child = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                             bufsize=1, start_new_session=True)
+    tail: list[str] = []
+    forwarded = None
+    with _sigterm_as_interrupt():
+        while True:
+            try:
+                if not child.stdout.closed:
+                    for line in child.stdout:  # to the end: the workers' last lines come after a stop
+                        stream.write(line)
+                        stream.flush()
+                        tail = (tail + [line])[-40:]
+                    child.stdout.close()
+                child.wait()
+                break
+            except KeyboardInterrupt as interrupt:
+                if forwarded:
+                    child.kill()
+                else:
+                    forwarded = getattr(interrupt, "signal_name", "SIGINT")
+                    child.send_signal(signal.SIGINT)
+    if forwarded or child.returncode == 128 + signal.SIGINT:
+        raise TrainingInterrupted(interrupted_message(forwarded or "SIGINT", out))
+    if child.returncode:
+        said = [line.strip() for line in tail if line.startswith("error: ")]
+        raise WorkerError(said[-1].removeprefix("error: ") if said else
+                          f"training with {nproc} processes failed (exit code {child.returncode}):\n" + "".join(tail))
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """SIGTERM (`kill`) handled as Ctrl-C while workers run: forwarded, not the end of this process
+    with the workers left behind. Handlers can only be set from the main thread."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        error = KeyboardInterrupt()
+        error.signal_name = signal.Signals(signum).name
+        raise error
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", default=None, help="a config JSON file (config.json of a run)")
+    parser.add_argument("--data-dir", default=None, help="folder with photo_jpg/ and monet_jpg/")
+    parser.add_argument("--output-dir", default=None, help="where checkpoints and metrics go (default outputs)")
+    parser.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
+                        help="a config value over the file's, e.g. -p epochs 3 -p gpus 2")
+
+
+def config_from_arguments(args) -> CycleGANConfig:
+    values = CycleGANConfig.load(args.config).to_dict() if args.config else {}
+    values.update({name: parse_value(value) for name, value in args.parameter})
+    values.update({name: value for name, value in (("data_dir", args.data_dir), ("output_dir", args.output_dir))
+                   if value is not None})
+    return CycleGANConfig.from_dict(values)
+
+
+def main(argv=None) -> int:
+    """The worker entry point, run by torchrun: `-m monet_utils.launch --config C [-p NAME VALUE ...]`.
+    Errors are one line (rank 0's), as `python -m monet_utils` prints them."""
+    parser = argparse.ArgumentParser(prog="monet_utils.launch", description=__doc__.splitlines()[0])
+    add_config_arguments(parser)
+    rank0 = os.environ.get("RANK", "0") == "0"
+    try:
+        run_worker(config_from_arguments(parser.parse_args(argv)))
+    except TrainingInterrupted as err:
+        if rank0 and LAUNCHED_ENV not in os.environ:  # every worker stopped at the same step
+            print(err, file=sys.stderr)
+        return 130
+    except (ConfigError, DataError, CheckpointError, OSError) as err:
+        if rank0:
+            print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,197 @@
+"""`python -m monet_utils train -p gpus N`: torchrun started for the user, stopped as one run is.
+
+Two CPU processes (gloo) on a tiny model: what is checked is how the processes start and end."""
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from monet_utils.__main__ import main
+from monet_utils.checkpoints import read_checkpoint
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = dict(image_size=32, ngf=4, ndf=4, n_res_blocks=1, num_workers=0, amp="off", epochs=100_000)
+
+
+def parameters(**values):
+    return [arg for name, value in {**TINY, **values}.items() for arg in ("-p", name, str(value))]
+
+
+def start(command, tmp_path):
+    """In a session of its own, as a terminal starts a command; output to files, read at the end."""
+    log = open(tmp_path / "output.txt", "w")
+    return subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+def start_train(data, out, tmp_path, **values):
+    command = [sys.executable, "-m", "monet_utils", "train", "--data-dir", str(data), "--output-dir", str(out),
+               *parameters(gpus=2, device="cpu", **values)]
+    return start(command, tmp_path)
+
+
+def wait_for_step(checkpoint: Path, step: int, run, timeout=120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert run.poll() is None, "the run ended before training"
+        try:
+            if read_checkpoint(checkpoint)["step"] >= step:
+                return
+        except Exception:  # noqa: BLE001 - not written yet
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"no checkpoint past step {step} in {timeout} s")
+
+
+@pytest.fixture
+def long_epochs(tmp_path) -> Path:
+    """1,200 photos: 600 steps an epoch at batch 2, a minute or more here, so with no checkpoint due
+    by step or time, a checkpoint can only come from stopping."""
+    from .conftest import write_images
+    root = tmp_path / "long"
+    write_images(root / "photo_jpg", 1200, size=(32, 32), seed=1, prefix="photo")
+    write_images(root / "monet_jpg", 4, size=(32, 32), seed=2, prefix="monet")
+    return root
+
+
+NO_CHECKPOINT_DUE = dict(batch_size=2, checkpoint_every=100_000, checkpoint_minutes=0)
+
+
+def wait_for_training(run, tmp_path, timeout=120) -> None:
+    """Until the progress bar has started, then a few seconds of steps."""
+    deadline = time.monotonic() + timeout
+    while "training:" not in (tmp_path / "output.txt").read_text():
+        assert run.poll() is None and time.monotonic() < deadline, (tmp_path / "output.txt").read_text()
+        time.sleep(0.1)
+    time.sleep(4)
+
+
+def children(pid: int) -> list[int]:
+    try:
+        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except FileNotFoundError:
+        return []
+
+
+def alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def wait_until_gone(pids, timeout=60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and any(alive(p) for p in pids):
+        time.sleep(0.2)
+    left = [p for p in pids if alive(p)]
+    for pid in left:  # leave nothing behind, whatever the test says
+        os.kill(pid, signal.SIGKILL)
+    assert not left, f"still running {timeout} s later: {left}"
+
+
+def workers_of(launcher: int, expected: int = 2, timeout=60) -> list[int]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = children(launcher)
+        if len(found) >= expected:
+            return found
+        time.sleep(0.1)
+    raise AssertionError(f"{launcher} started {children(launcher)}")
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_stops_every_process_with_one_line_and_exit_130(dataset_dir, tmp_path, signum):
+    """SIGINT to the whole process group, as Ctrl-C in a terminal; SIGTERM to the command alone, as
+    `kill`. Torchrun runs in a session of its own and gets the signal once, from the command."""
+    out = tmp_path / "out"
+    run = start_train(dataset_dir, out, tmp_path)
+    checkpoint = out / "checkpoints" / "latest.pt"
+    wait_for_step(checkpoint, 2, run)
+    torchrun = children(run.pid)
+    workers = [w for t in torchrun for w in children(t)]
+    assert len(torchrun) == 1 and len(workers) == 2
+    if signum == signal.SIGINT:
+        os.killpg(run.pid, signum)
+    else:
+        os.kill(run.pid, signum)
+    assert run.wait(timeout=120) == 130
+    output = (tmp_path / "output.txt").read_text()
+    name = signal.Signals(signum).name
+    last = output.strip().splitlines()[-1]
+    assert re.fullmatch(rf"stopped by {name}: checkpoint .*latest.pt \(step (\d+)\) is kept; run the same "
+                        r"command again to resume", last), output[-3000:]
+    assert int(re.search(r"step (\d+)", last).group(1)) == read_checkpoint(checkpoint)["step"]
+    for noise in ("Traceback", "SignalException", "death signal", "closing signal", "ChildFailedError"):
+        assert noise not in output, output[-3000:]
+    assert output.count("training stops after this step") == 1  # rank 0 says it, once
+    wait_until_gone(torchrun + workers, timeout=10)
+
+
+def test_workers_stop_with_a_checkpoint_when_their_torchrun_is_killed(long_epochs, tmp_path):
+    """The issue's case: `kill -9 -- -<torchrun pid>` ends torchrun's process group; the workers,
+    in sessions of their own, used to train on without it."""
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m",
+               "monet_utils", "train", "--data-dir", str(long_epochs), "--output-dir", str(out),
+               *parameters(device="cpu", **NO_CHECKPOINT_DUE)]
+    run = start(command, tmp_path)
+    wait_for_training(run, tmp_path)
+    workers = workers_of(run.pid)
+    assert not (out / "checkpoints" / "latest.pt").exists()
+    os.killpg(run.pid, signal.SIGKILL)
+    run.wait()
+    wait_until_gone(workers)
+    state = read_checkpoint(out / "checkpoints" / "latest.pt")  # written on the way out, by both
+    assert 0 < state["step"] < 600 and len(state["pools"]) == 2
+
+
+def test_killing_the_command_stops_torchrun_and_its_workers_with_a_checkpoint(long_epochs, tmp_path):
+    """`kill -9` of `python -m monet_utils train` (or of a notebook kernel): its torchrun child,
+    in a session of its own, sees its parent gone and stops the workers, whose output has lost
+    its reader (printing to it would end them mid-step)."""
+    out = tmp_path / "out"
+    run = start_train(long_epochs, out, tmp_path, **NO_CHECKPOINT_DUE)
+    wait_for_training(run, tmp_path)
+    torchrun = children(run.pid)
+    workers = [w for t in torchrun for w in children(t)]
+    assert len(torchrun) == 1 and len(workers) == 2
+    assert not (out / "checkpoints" / "latest.pt").exists()
+    os.kill(run.pid, signal.SIGKILL)
+    run.wait()
+    wait_until_gone(torchrun + workers)
+    assert 0 < read_checkpoint(out / "checkpoints" / "latest.pt")["step"] < 600
+
+
+def test_gpus_without_gpus_is_refused_and_says_how_to_get_cpu_processes(dataset_dir, tmp_path, capsys, monkeypatch):
+    """It used to train one process and exit 0."""
+    import torch
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    assert main(["train", "--data-dir", str(dataset_dir), "--output-dir", str(tmp_path / "out"),
+                 *parameters(gpus=4, epochs=1)]) == 2
+    err = capsys.readouterr().err
+    assert "'gpus' is 4 but torch sees no CUDA device; set device='cpu' to train with 4 CPU processes" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_train_takes_the_same_flags_as_run_and_trains_in_process(dataset_dir, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["train", "--data-dir", str(dataset_dir), "--output-dir", str(out),
+                 *parameters(device="cpu", epochs=1, max_steps=2, batch_size=2)]) == 0
+    assert read_checkpoint(out / "checkpoints" / "latest.pt")["step"] == 2
+    assert (out / "metrics.json").exists()
+
+
+def test_a_worker_error_reaches_the_user_as_one_line(dataset_dir, tmp_path, capsys):
+    missing = tmp_path / "elsewhere.pt"
+    assert main(["train", "--data-dir", str(dataset_dir), "--output-dir", str(tmp_path / "out"),
+                 *parameters(gpus=2, device="cpu", resume_from=missing)]) == 2
+    err = capsys.readouterr().err
+    assert err.strip().splitlines()[-1] == f"error: resume_from checkpoint {missing} does not exist", err
+    assert "Traceback" not in err and "ChildFailedError" not in err
