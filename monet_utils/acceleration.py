@@ -19,6 +19,9 @@ P100's 6.0 is refused up front); `Adam(fused=True)` and the fp16 GradScaler, whi
 from __future__ import annotations
 
 import contextlib
+import logging
+import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -121,19 +124,71 @@ def autocast(settings: SpeedSettings, device: torch.device):
     return torch.autocast(device_type=device.type, dtype=settings.autocast_dtype)
 
 
+def inference_autocast(device: torch.device):
+    """Translating images: half precision on a GPU (bf16 from compute capability 8.0, else fp16),
+    half the memory and the GPU's fast path; fp32 on the CPU, where bf16 would only change pixels."""
+    if device.type != "cuda":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if cuda_capability(device) >= BF16_CAPABILITY else torch.float16
+    return torch.autocast(device_type="cuda", dtype=dtype)
+
+
 def make_grad_scaler(settings: SpeedSettings, device: torch.device) -> torch.amp.GradScaler:
     """fp16 gradients underflow without loss scaling; bf16 has fp32's range and needs none.
     One scaler serves both optimizers: each is stepped through it, then one update per step."""
     return torch.amp.GradScaler(device.type, enabled=settings.amp == "fp16")
 
 
-def compile_network(net: torch.nn.Module, settings: SpeedSettings) -> None:
+def compile_network(net: torch.nn.Module, settings: SpeedSettings, name: str) -> None:
     """torch.compile in place (`nn.Module.compile`): the state_dict keys stay as they are, so
-    checkpoints move freely between compiled and eager runs."""
-    if settings.compile:
-        # A graph that fails to compile then runs eagerly, with a warning, instead of stopping training.
-        torch._dynamo.config.suppress_errors = True
-        net.compile()
+    checkpoints move freely between compiled and eager runs. A graph that fails to compile runs
+    eagerly instead of stopping training, and one line says so: which network, the error."""
+    if not settings.compile:
+        return
+    torch._dynamo.config.suppress_errors = True  # failures while tracing: dynamo's warning, and our line
+    if not any(isinstance(h, CompileFailureLine) for h in DYNAMO_LOG.handlers):
+        DYNAMO_LOG.addHandler(CompileFailureLine())
+    net.compile(backend=inductor_or_eager(name))
+
+
+def inductor_or_eager(name: str):
+    """A torch.compile backend: inductor's code for each graph, or, when inductor fails on it, the
+    graph as it is (eager), with one line naming the network."""
+    def backend(graph: torch.fx.GraphModule, example_inputs):
+        from torch._inductor.compile_fx import compile_fx  # what the "inductor" backend calls
+        try:
+            return compile_fx(graph, example_inputs)
+        except Exception as err:  # noqa: BLE001 - any failure of the compiler leaves the maths to eager
+            print(f"torch.compile failed for {name} ({_first_line(err)}): {name} runs eagerly", file=sys.stderr,
+                  flush=True)
+            return graph.forward
+    return backend
+
+
+DYNAMO_LOG = logging.getLogger("torch._dynamo.convert_frame")
+
+
+class CompileFailureLine(logging.Handler):
+    """dynamo with `suppress_errors` logs a frame it could not trace as a warning page and runs it
+    eagerly; this prints the one line that matters, once per frame."""
+
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.seen: set[str] = set()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        found = re.search(r"WON'T CONVERT (\S+ \S+ line \d+)", record.getMessage())
+        if not found or found[1] in self.seen:
+            return
+        self.seen.add(found[1])
+        error = record.exc_info[1] if record.exc_info else None
+        print(f"torch.compile could not trace {found[1]} ({_first_line(error)}): that code runs eagerly",
+              file=sys.stderr, flush=True)
+
+
+def _first_line(error) -> str:
+    text = str(error).strip().splitlines()[0] if error is not None and str(error).strip() else ""
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
 def check_accelerator(device: str = "auto") -> str:
@@ -146,7 +201,9 @@ def check_accelerator(device: str = "auto") -> str:
     cuda = torch.device("cuda" if device == "auto" else device)
     major, minor = cuda_capability(cuda)
     name, built_for = torch.cuda.get_device_name(cuda), torch.cuda.get_arch_list()
-    supported = {int(arch.split("_")[1]) for arch in built_for if arch.startswith(("sm_", "compute_"))}
+    # "sm_75", "sm_90a", "compute_120": the digits are the capability, a letter after them a feature set.
+    supported = {int(re.match(r"(?:sm|compute)_(\d+)", arch).group(1)) for arch in built_for
+                 if re.match(r"(?:sm|compute)_\d+", arch)}
     if supported and major * 10 + minor < min(supported):
         raise RuntimeError(
             f"{name} (compute capability {major}.{minor}) is not supported by the installed PyTorch "

@@ -31,6 +31,12 @@ def process_count(config: CycleGANConfig) -> int:
     it asks for more GPUs than torch sees."""
     visible = torch.cuda.device_count() if torch.cuda.is_available() else 0
     on_cpu = config.device == "cpu" or (config.device == "auto" and not visible)
+    if torch.device(config.device if config.device != "auto" else "cpu").index is not None:
+        # cuda:N names one device (a sweep gives each parallel run its own): one process on it.
+        if config.gpus not in ("auto", 1):
+            raise ConfigError(f"config 'gpus' is {config.gpus} but 'device' is {config.device!r}, one device; "
+                              "use device='cuda' (or 'auto') to train on several")
+        return 1
     if config.gpus == "auto":
         return 1 if on_cpu else max(1, visible)
     wanted = int(config.gpus)

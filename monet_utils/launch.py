@@ -21,6 +21,8 @@ import sys
 import threading
 from pathlib import Path
 
+import torch
+
 from .checkpoints import CheckpointError, interrupted_message
 from .config import ConfigError, CycleGANConfig, parse_value, write_json
 from .data import DataError, build_dataset, check_data_fits, find_data_dir
@@ -47,9 +49,25 @@ def train(trainer: CycleGANTrainer, dataset, stream=None) -> list[dict]:
     if nproc == 1:
         return trainer.fit(trainer.train_loader(dataset))
     print(f"Training with {nproc} processes (torchrun); their output follows.")
-    launch_workers(trainer.config, nproc, stream)
+    with off_the_device(trainer):  # the workers need GPU 0's memory more than this copy does
+        launch_workers(trainer.config, nproc, stream)
     trainer.load(trainer.checkpoint_path)
     return trainer.history
+
+
+@contextlib.contextmanager
+def off_the_device(trainer: CycleGANTrainer):
+    """The trainer's networks in CPU memory meanwhile (its optimizers hold no state before a step),
+    and the GPU's cached blocks given back."""
+    for net in trainer.networks.values():
+        net.to("cpu")
+    if trainer.device.type == "cuda":
+        torch.cuda.empty_cache()
+    try:
+        yield
+    finally:
+        for net in trainer.networks.values():
+            net.to(trainer.device)
 
 
 def train_from_config(config: CycleGANConfig) -> None:

@@ -17,9 +17,11 @@ from PIL import Image
 
 from .data import DataError, load_images, oriented_size, readable_images, to_uint8_image
 from .progress import progress_bar
+from .acceleration import inference_autocast
 from .export import load_photo2monet
 
 PREFETCH_BATCHES = 2
+PIXELS_OF_256 = 256 * 256
 
 
 def encode_jpeg(image: torch.Tensor, size: int | None = None, quality: int = 95) -> bytes:
@@ -43,12 +45,18 @@ def input_size(path, image_size: int | None) -> tuple[int, int]:
     return height // 4 * 4, width // 4 * 4
 
 
-def plan_batches(paths, image_size: int | None, batch_size: int) -> list[tuple[list, tuple[int, int]]]:
-    """Consecutive images of one input size go together, since a batch needs equal sizes."""
+def plan_batches(paths, image_size: int | None, batch_size: int,
+                 max_pixels: int | None = None) -> list[tuple[list, tuple[int, int]]]:
+    """Consecutive images of one input size go together, since a batch needs equal sizes, up to
+    `batch_size` images and `max_pixels` pixels (default: `batch_size` images of 256x256), so a
+    batch of 12-megapixel photos is one photo, not eight (about 3 GB for the first feature map
+    alone, in fp32)."""
+    max_pixels = max_pixels or batch_size * PIXELS_OF_256
     batches: list[tuple[list, tuple[int, int]]] = []
     for path in paths:
         size = input_size(path, image_size)
-        if batches and batches[-1][1] == size and len(batches[-1][0]) < batch_size:
+        fits = batches and (len(batches[-1][0]) + 1) * size[0] * size[1] <= max_pixels
+        if fits and batches[-1][1] == size and len(batches[-1][0]) < batch_size:
             batches[-1][0].append(path)
         else:
             batches.append(([path], size))
@@ -91,7 +99,7 @@ def translate_to_jpegs(generator, paths, image_size: int | None = None, output_s
             images = loading.popleft().result()
             if index + PREFETCH_BATCHES < len(batches):
                 loading.append(prefetch(batches[index + PREFETCH_BATCHES]))
-            fakes = generator(images.to(device, non_blocking=True)).float().cpu()
+            fakes = generate(generator, images, device, batch_paths)
             encoding.extend((names[p], pool.submit(encode_jpeg, fake, output_size)) for p, fake in zip(batch_paths, fakes))
             while len(encoding) > 2 * batch_size:  # bounded: memory stays flat on 7,038 photos
                 name, future = encoding.popleft()
@@ -101,6 +109,23 @@ def translate_to_jpegs(generator, paths, image_size: int | None = None, output_s
             yield name, future.result()
             bar.update()
     bar.close()
+
+
+def generate(generator, images: torch.Tensor, device: torch.device, paths) -> torch.Tensor:
+    """The generator's output for `images` on `device`, in the device's inference precision; a
+    batch that runs out of GPU memory is split in halves and tried again."""
+    try:
+        with inference_autocast(device):
+            return generator(images.to(device, non_blocking=True)).float().cpu()
+    except torch.cuda.OutOfMemoryError:
+        if len(images) == 1:
+            height, width = images.shape[-2:]
+            raise DataError(f"{paths[0]}: {width}x{height} does not fit in GPU memory even alone; "
+                            "pass --size to translate smaller, or --device cpu") from None
+        torch.cuda.empty_cache()
+        half = len(images) // 2
+        return torch.cat([generate(generator, images[:half], device, paths[:half]),
+                          generate(generator, images[half:], device, paths[half:])])
 
 
 def write_zip(jpegs, zip_path) -> Path:

@@ -20,6 +20,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch.nn import functional as F
 
@@ -78,6 +79,47 @@ def stop_requests():
             signal.signal(sig, handler)
 
 
+# How Adam computes, chosen by this run for its device: a saved state must not bring back another
+# run's (a fused run resumed from a non-fused checkpoint would send the scaler's grad_scale to
+# the foreach implementation, which refuses it).
+IMPLEMENTATION_FLAGS = ("fused", "foreach", "capturable", "differentiable")
+
+
+def load_optimizer(optimizer: torch.optim.Optimizer, saved: dict) -> None:
+    """`load_state_dict`, keeping this run's implementation flags."""
+    ours = [{flag: group[flag] for flag in IMPLEMENTATION_FLAGS if flag in group} for group in optimizer.param_groups]
+    optimizer.load_state_dict(saved)
+    for group, flags in zip(optimizer.param_groups, ours):
+        group.update(flags)
+
+
+def process_seed(seed: int, rank: int) -> int:
+    """The seed of process `rank`'s random streams after initialisation; rank 0 keeps `seed`'s."""
+    return int(np.random.SeedSequence([seed, rank]).generate_state(1)[0]) if rank else seed
+
+
+def rng_state(device: torch.device) -> dict:
+    """This process's random state: the CPU's, and its own GPU's when it trains on one."""
+    return {"torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
+
+
+def restore_rng(state: dict, rank: int, device: torch.device) -> None:
+    """Set this process's streams from a checkpoint's: its rank's (exact when resumed with as many
+    processes as saved them), on its own device only, so a T4 x2 checkpoint resumes on one GPU.
+    Older checkpoints hold rank 0's CPU state and every visible GPU's state by device index."""
+    if "rng" in state:
+        mine = state["rng"][rank % len(state["rng"])]
+        torch.set_rng_state(mine["torch"])
+        if device.type == "cuda" and mine["cuda"] is not None:
+            torch.cuda.set_rng_state(mine["cuda"], device)
+        return
+    torch.set_rng_state(state["torch_rng"])
+    index = device.index or 0
+    if device.type == "cuda" and index < len(state.get("cuda_rng", [])):
+        torch.cuda.set_rng_state(state["cuda_rng"][index], device)
+
+
 def set_requires_grad(nets, requires_grad: bool) -> None:
     for net in nets:
         net.requires_grad_(requires_grad)
@@ -93,15 +135,17 @@ class CycleGANTrainer:
         self.speed = resolve_speed(config, self.device)
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick the fastest kernels
-        torch.manual_seed(config.seed)
+        torch.manual_seed(config.seed)  # the same initial weights in every process (DDP broadcasts rank 0's anyway)
         make_g = lambda: build_generator(config, norm=self.speed.norm)  # noqa: E731
         make_d = lambda: PatchDiscriminator(config.ndf, norm=self.speed.norm)  # noqa: E731
         self.G_photo2monet, self.G_monet2photo = (
             init_weights(make_g(), config.init_gain).to(self.device, memory_format=self.memory_format) for _ in "ab")
         self.D_monet, self.D_photo = (
             init_weights(make_d(), config.init_gain).to(self.device, memory_format=self.memory_format) for _ in "ab")
-        for net in self.networks.values():
-            compile_network(net, self.speed)
+        if self.rank:  # then streams of their own: DiffAugment must not draw the same for both halves of a batch
+            torch.manual_seed(process_seed(config.seed, self.rank))
+        for name, net in self.networks.items():
+            compile_network(net, self.speed, name)
         # What the training step calls: each network in its own DistributedDataParallel in a
         # distributed run, so the G step all-reduces only G gradients and the D step only D's.
         self.G_photo2monet_replica, self.G_monet2photo_replica, self.D_monet_replica, self.D_photo_replica = (
@@ -123,6 +167,7 @@ class CycleGANTrainer:
         self.train_seconds = 0.0  # summed over resumed runs
         self.skipped_in_a_row = self.skipped_total = 0  # steps dropped for a non-finite loss
         self.history: list[dict] = []
+        self.processes = self.world_size  # the processes that trained the weights held (a loaded checkpoint's)
         self.saved_at = time.monotonic()  # when the last checkpoint was written
         self.plan: TimePlan | None = None  # the schedule `time_budget_hours` chose, kept by checkpoints
         self.out_of_time = False  # the last fit stopped at the session's time budget
@@ -249,6 +294,7 @@ class CycleGANTrainer:
         cfg = self.config
         if resume:
             self.resume()
+        self.processes = self.world_size
         planning = cfg.epochs == 0  # a resumed plan has set them
         if planning:
             cfg.epochs = self.epoch + 1  # until the plan: this epoch, at the constant LR
@@ -344,8 +390,7 @@ class CycleGANTrainer:
             "sched_G": self.sched_G.state_dict(), "sched_D": self.sched_D.state_dict(),
             "pools": gather({"monet": self.pool_monet.state_dict(), "photo": self.pool_photo.state_dict()}),
             "scaler": self.scaler.state_dict(), "skipped_total": self.skipped_total,
-            "torch_rng": torch.get_rng_state(),
-            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "rng": gather(rng_state(self.device)),  # every process's own streams, by rank
             "step": self.step, "epoch": self.epoch, "epoch_step": self.epoch_step,
             "train_seconds": self.train_seconds, "history": self.history,
             "plan": asdict(self.plan) if self.plan else None,
@@ -365,20 +410,20 @@ class CycleGANTrainer:
         check_architecture(state["config"], self.config, path)
         for name, net in self.networks.items():
             load_network(net, state["networks"][name], name, path)
-        self.opt_G.load_state_dict(state["opt_G"])
-        self.opt_D.load_state_dict(state["opt_D"])
+        for optimizer, saved in ((self.opt_G, state["opt_G"]), (self.opt_D, state["opt_D"])):
+            load_optimizer(optimizer, saved)
         self.sched_G.load_state_dict(state["sched_G"])
         self.sched_D.load_state_dict(state["sched_D"])
         # Checkpoints before distributed training held one process's pools as pool_monet/pool_photo.
         pools = state.get("pools") or [{"monet": state["pool_monet"], "photo": state["pool_photo"]}]
+        self.processes = len(pools)  # who trained it: torchrun's workers, when the notebook loads their checkpoint
         mine = pools[self.rank % len(pools)]  # exact when resumed with as many processes as it was saved by
         self.pool_monet.load_state_dict(mine["monet"], self.device)
         self.pool_photo.load_state_dict(mine["photo"], self.device)
-        self.scaler.load_state_dict(state["scaler"])
+        if state["scaler"]:  # {} from a run without fp16: a T4 resuming an A100's run starts a fresh scale
+            self.scaler.load_state_dict(state["scaler"])
         self.skipped_total = state["skipped_total"]
-        torch.set_rng_state(state["torch_rng"])
-        if state["cuda_rng"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        restore_rng(state, self.rank, self.device)
         self.step, self.epoch, self.epoch_step = state["step"], state["epoch"], state["epoch_step"]
         self.train_seconds, self.history = state["train_seconds"], state["history"]
         if state.get("plan"):
@@ -394,7 +439,7 @@ class CycleGANTrainer:
         return {
             "steps": self.step, "epochs_completed": self.epoch, "train_seconds": round(self.train_seconds, 2),
             "seconds_per_step": round(self.train_seconds / max(1, self.step), 4),  # skipped steps took time too
-            "device": str(self.device), "processes": self.world_size, "speed": asdict(self.speed),
+            "device": str(self.device), "processes": self.processes, "speed": asdict(self.speed),
             "skipped_steps": self.skipped_total, "time_plan": asdict(self.plan) if self.plan else None,
             "out_of_time": self.out_of_time,
             "final": {name: mean(tail, name) for name in LOSS_NAMES},

@@ -3,11 +3,22 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from monet_utils.config import CycleGANConfig
 
 KAGGLE_DATA = Path(__file__).resolve().parents[2] / "shared" / "kaggle-data" / "gan-getting-started"
+
+
+def pytest_collection_modifyitems(config, items):
+    """`gpu` tests run only where CUDA is present."""
+    if torch.cuda.is_available():
+        return
+    no_gpu = pytest.mark.skip(reason="needs a CUDA device; this machine has none")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(no_gpu)
 
 
 def write_images(folder: Path, count: int, size=(40, 40), mode="RGB", suffix=".jpg", seed=0, prefix="img"):

@@ -180,3 +180,47 @@ def test_non_finite_skip_backs_off_the_fp16_scale(tiny_config):
     photo[0, 0, 0, 0] = float("inf")
     trainer.train_step(photo, monet)
     assert trainer.scaler.get_scale() == 512.0
+
+
+def test_check_accelerator_reads_arch_names_with_a_feature_suffix(monkeypatch):
+    """Builds list arch-specific targets such as sm_90a and sm_100a beside the plain ones."""
+    fake_gpus(monkeypatch, (9, 0), (6, 0))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: ["NVIDIA H100", "Tesla P100"][
+        torch.device(device).index or 0])
+    monkeypatch.setattr(torch.cuda, "get_arch_list", lambda: ["sm_75", "sm_90a", "sm_100a", "sm_120", "compute_120"])
+    assert "NVIDIA H100 (compute capability 9.0)" in check_accelerator("cuda:0")
+    with pytest.raises(RuntimeError, match="Tesla P100 .*6.0.*sm_75"):
+        check_accelerator("cuda:1")
+
+
+def test_compile_really_compiles_graphs_and_gives_the_eager_result(reference, capsys):
+    """suppress_errors would turn a failed compile into eager mode: count dynamo's graphs."""
+    from torch._dynamo.utils import counters
+    torch._dynamo.reset()
+    counters.clear()
+    expected_losses, _ = first_step(reference)
+    assert counters["stats"]["unique_graphs"] == 0
+    losses, _ = first_step(reference.replace(compile="on"))
+    assert counters["stats"]["unique_graphs"] >= 4  # a graph per network at least (the Ds, in two modes)
+    assert_close_losses([expected_losses], [losses], rel=1e-4)
+    assert "torch.compile" not in capsys.readouterr().err
+
+
+def test_a_compiler_failure_is_one_line_per_network_and_training_runs_eagerly(reference, monkeypatch, capsys):
+    import torch._inductor.compile_fx
+
+    def broken_compiler(graph, example_inputs):
+        raise RuntimeError("backend exploded\nwith a long traceback after it")
+
+    monkeypatch.setattr(torch._inductor.compile_fx, "compile_fx", broken_compiler)
+    torch._dynamo.reset()
+    expected_losses, expected_grads = first_step(reference)
+    losses, grads = first_step(reference.replace(compile="on"))
+    err = capsys.readouterr().err
+    for name in ("G_photo2monet", "G_monet2photo", "D_monet", "D_photo"):
+        assert (f"torch.compile failed for {name} (RuntimeError: backend exploded): {name} runs eagerly"
+                in err), err
+    assert "with a long traceback" not in err
+    assert_close_losses([expected_losses], [losses], rel=1e-5)
+    assert torch.allclose(grads, expected_grads, rtol=1e-5, atol=1e-7)

@@ -124,6 +124,17 @@ def test_a_worker_that_dies_takes_the_others_down_with_its_rank_named(dataset_di
     assert "local_rank: 1" in output and "Signal 9 (SIGKILL)" in output, output[-2000:]
 
 
+def test_a_device_with_an_index_is_one_process_on_it(monkeypatch):
+    """A sweep on T4 x2 runs one notebook per GPU with device='cuda:N': each must train on its own
+    GPU alone, not start torchrun over both."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert process_count(CycleGANConfig(device="cuda:1")) == 1
+    assert process_count(CycleGANConfig(device="cuda:0", gpus=1)) == 1
+    with pytest.raises(ConfigError, match="'gpus' is 2 but 'device' is 'cuda:1', one device"):
+        process_count(CycleGANConfig(device="cuda:1", gpus=2))
+
+
 def test_process_count_follows_gpus_and_refuses_what_is_not_there(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)  # Kaggle's T4 x2
@@ -159,6 +170,7 @@ def test_the_notebook_trains_with_two_processes_and_goes_on_from_their_checkpoin
     for name in ("losses.png", "samples.png", "metrics.json", "images.zip", "checkpoints/latest.pt"):
         assert (out / name).stat().st_size > 0, name
     assert len(read_checkpoint(out / "checkpoints" / "latest.pt")["pools"]) == 2
+    assert json.loads((out / "metrics.json").read_text())["processes"] == 2  # the workers', not the kernel's 1
 
 
 def test_the_kaggle_notebook_launches_workers_from_its_inlined_package(dataset_dir, tmp_path, monkeypatch):

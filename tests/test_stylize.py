@@ -2,6 +2,7 @@ import io
 import zipfile
 
 import pytest
+import torch
 from PIL import Image
 
 from monet_utils.__main__ import main
@@ -90,3 +91,65 @@ def test_a_phone_photo_is_stylized_upright(checkpoint, tmp_path):
     exif_rotated_photo(tmp_path / "photos" / "phone.jpg")
     out = stylize(checkpoint, tmp_path / "photos", tmp_path / "monet", progress=False)
     assert Image.open(out / "phone.jpg").size == (20, 40)  # stored 40x20, shown (and stylized) 20x40
+
+
+def test_batches_hold_at_most_a_pixel_budget(tmp_path):
+    big = write_images(tmp_path / "big", 3, size=(1024, 768), prefix="big")
+    small = write_images(tmp_path / "small", 5, size=(64, 64), prefix="small")
+    batches = plan_batches(big + small, None, batch_size=8)  # budget: 8 x 256 x 256 pixels
+    assert [len(b) for b, _ in batches] == [1, 1, 1, 5]  # 768x1024 is 12 of 256x256: alone
+    assert [len(b) for b, _ in plan_batches(small, None, batch_size=8, max_pixels=3 * 64 * 64)] == [3, 2]
+
+
+class RunsOutOfMemoryAbove:
+    """A generator that raises CUDA's out-of-memory error for batches above `limit`, as a GPU does."""
+
+    def __init__(self, generator, limit):
+        self.generator, self.limit, self.batch_sizes = generator, limit, []
+
+    def __call__(self, images):
+        self.batch_sizes.append(len(images))
+        if len(images) > self.limit:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 3.00 GiB")
+        return self.generator(images)
+
+    def parameters(self):
+        return self.generator.parameters()
+
+    def eval(self):
+        return self
+
+
+def test_a_batch_out_of_gpu_memory_is_split_and_every_image_keeps_its_own_name(checkpoint, tmp_path):
+    """Each photo a constant colour: a swapped or lost image would show in the names' colours."""
+    import numpy as np
+    from monet_utils.checkpoints import load_generator
+    from monet_utils.data import load_images
+    from monet_utils.stylize import encode_jpeg, translate_to_jpegs
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i in range(7):
+        Image.new("RGB", (32, 32), (i * 36, 255 - i * 36, 128)).save(folder / f"p{i}.png")
+    paths = sorted(folder.iterdir())
+    generator, _ = load_generator(checkpoint, device="cpu")
+    whole = dict(translate_to_jpegs(generator, paths, batch_size=8, progress=False))
+    tight = RunsOutOfMemoryAbove(generator, limit=2)
+    split = dict(translate_to_jpegs(tight, paths, batch_size=8, progress=False))
+    assert tight.batch_sizes[0] == 7  # tried whole first, then halved until it fits
+    assert sum(size for size in tight.batch_sizes if size <= 2) == 7
+    assert list(split) == list(whole) == [f"p{i}.jpg" for i in range(7)]
+    decoded = lambda data: np.asarray(Image.open(io.BytesIO(data)), dtype=np.float32)  # noqa: E731
+    for path in paths:  # each name holds its own photo's translation, encoded the same way
+        with torch.inference_mode():
+            alone = decoded(encode_jpeg(generator(load_images([path], 32))[0]))
+        for outputs in (whole, split):
+            assert np.abs(decoded(outputs[f"{path.stem}.jpg"]) - alone).mean() < 1, path.name  # float order only
+
+
+def test_one_image_out_of_gpu_memory_is_a_clear_error(checkpoint, tmp_path):
+    from monet_utils.checkpoints import load_generator
+    from monet_utils.stylize import translate_to_jpegs
+    paths = write_images(tmp_path / "photos", 1, size=(48, 40))
+    generator, _ = load_generator(checkpoint, device="cpu")
+    with pytest.raises(DataError, match=r"img_000.jpg: 48x40 does not fit in GPU memory even alone; pass --size"):
+        list(translate_to_jpegs(RunsOutOfMemoryAbove(generator, limit=0), paths, progress=False))

@@ -160,3 +160,104 @@ def test_a_signal_stops_after_the_step_with_a_checkpoint_that_resumes_exactly(ti
     assert resumed.step == 7
     a, b = weights(straight), weights(resumed)
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def trainer_as(config, fp16_scaler: bool, fused: bool) -> CycleGANTrainer:
+    """A trainer whose scaler and Adam are those of a GPU run: fp16 (a T4: an enabled GradScaler, here
+    the CPU's, which runs the same unscale/skip/update logic) or bf16/off (a disabled one), fused or not."""
+    trainer = CycleGANTrainer(config.replace(fused_adam="on" if fused else "off"))
+    if fp16_scaler:
+        trainer.scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 10)
+    return trainer
+
+
+@pytest.mark.parametrize("saved_fp16, saved_fused", [(False, False), (False, True), (True, False), (True, True)])
+@pytest.mark.parametrize("fp16, fused", [(False, False), (False, True), (True, False), (True, True)])
+def test_resume_works_across_every_pair_of_precisions_and_fused_settings(tiny_config, tmp_path, saved_fp16,
+                                                                        saved_fused, fp16, fused):
+    """Chained sessions on different hardware (Colab's A100, then Kaggle's T4). A run without fp16 saves
+    an empty scaler state, which an enabled GradScaler refuses; and Optimizer.load_state_dict used to
+    bring back the saved run's `fused` flag over this run's."""
+    config = tiny_config.replace(output_dir=str(tmp_path / "run"))
+    saved = trainer_as(config, saved_fp16, saved_fused)
+    saved.train_step(*fixed_batch())
+    saved.save()
+    resumed = trainer_as(config, fp16, fused)
+    resumed.load(resumed.checkpoint_path)
+    before = weights(resumed)
+    losses = resumed.train_step(*fixed_batch(seed=1))
+    assert all(torch.isfinite(torch.tensor(v)) for v in losses.values())
+    assert any(not torch.equal(before[k], v) for k, v in weights(resumed).items())  # the step was taken
+    assert all(group["fused"] == (fused or None) for group in resumed.opt_G.param_groups)
+    if fp16:  # the saved scale when there was one, else a fresh scaler's
+        expected = saved.scaler.get_scale() if saved_fp16 else 2.0 ** 10
+        assert resumed.scaler.get_scale() == expected
+
+
+def test_each_process_draws_its_own_random_numbers_after_the_same_initial_weights(tiny_config, monkeypatch):
+    """`manual_seed(seed)` in every process made DiffAugment augment both halves of a global batch alike."""
+    from monet_utils import training
+    rank0 = CycleGANTrainer(tiny_config)
+    draws0 = torch.rand(8)
+    torch.manual_seed(tiny_config.seed)
+    init_weights_draws = [p.detach().clone() for p in CycleGANTrainer(tiny_config).G_photo2monet.parameters()]
+    with monkeypatch.context() as patched:
+        patched.setattr(training, "rank_and_world", lambda: (1, 2))  # the trainer's view of itself only
+        rank1 = CycleGANTrainer(tiny_config)
+        draws1 = torch.rand(8)
+    assert rank1.rank == 1
+    assert all(torch.equal(a, b) for a, b in zip(weights(rank0).values(), weights(rank1).values()))
+    assert not torch.equal(draws0, draws1)
+    CycleGANTrainer(tiny_config)  # rank 0 again: the one-process stream is unchanged
+    assert torch.equal(torch.rand(8), draws0)
+    assert all(torch.equal(a, b) for a, b in zip(init_weights_draws, rank0.G_photo2monet.parameters()))
+
+
+def test_resume_restores_the_global_random_state(tiny_config):
+    trainer = CycleGANTrainer(tiny_config)
+    trainer.train_step(*fixed_batch())
+    trainer.save()
+    expected = torch.rand(8)  # what the next step would have drawn
+    torch.manual_seed(12345)
+    resumed = CycleGANTrainer(tiny_config)
+    resumed.load(resumed.checkpoint_path)
+    assert torch.equal(torch.rand(8), expected)
+
+
+def fake_cuda_rng(monkeypatch, device_count: int) -> list:
+    """CUDA random states as the hardware keeps them: one generator per visible device, and an
+    IndexError for any other index (torch.cuda.default_generators is a tuple of them)."""
+    calls = []
+
+    def set_rng_state(state, device="cuda"):
+        index = torch.device(device).index if not isinstance(device, int) else device
+        if (index or 0) >= device_count:
+            raise IndexError("tuple index out of range")
+        calls.append((int(state[0]), index or 0))
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: device_count)
+    monkeypatch.setattr(torch.cuda, "set_rng_state", set_rng_state)
+    monkeypatch.setattr(torch.cuda.random, "set_rng_state", set_rng_state)
+    return calls
+
+
+def test_a_checkpoint_of_two_gpus_resumes_on_a_machine_with_one(tiny_config, monkeypatch):
+    """Kaggle's T4 x2, then one GPU: restoring every saved GPU's state raised IndexError."""
+    from monet_utils.training import restore_rng
+    trainer = CycleGANTrainer(tiny_config)
+    state = trainer.state_dict()
+    old_format = {**{k: v for k, v in state.items() if k != "rng"}, "torch_rng": torch.get_rng_state(),
+                  "cuda_rng": [torch.tensor([10], dtype=torch.uint8), torch.tensor([11], dtype=torch.uint8)]}
+    calls = fake_cuda_rng(monkeypatch, device_count=1)
+    trainer.checkpoint_path.parent.mkdir(parents=True)
+    torch.save(old_format, trainer.checkpoint_path)
+    trainer.load(trainer.checkpoint_path)  # a CPU run leaves CUDA's streams alone
+    assert calls == []
+    restore_rng(old_format, rank=0, device=torch.device("cuda:0"))  # a one-GPU run takes its own
+    assert calls == [(10, 0)]
+    by_rank = {"rng": [{"torch": torch.get_rng_state(), "cuda": torch.tensor([20 + r], dtype=torch.uint8)}
+                       for r in range(2)]}
+    calls.clear()
+    restore_rng(by_rank, rank=0, device=torch.device("cuda:0"))
+    assert calls == [(20, 0)]  # each process its own rank's state, on its own device
