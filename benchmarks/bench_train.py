@@ -45,7 +45,8 @@ def measure(settings: dict, args) -> dict:
     from monet_utils.training import CycleGANTrainer
 
     config = CycleGANConfig(image_size=args.size, batch_size=args.batch, device=args.device, ngf=args.ngf,
-                            ndf=args.ngf, n_res_blocks=args.blocks, **{**REFERENCE, **settings})
+                            ndf=args.ngf, n_res_blocks=args.blocks, generator=args.generator,
+                            **{**REFERENCE, **settings})
     trainer = CycleGANTrainer(config)
     generator = torch.Generator().manual_seed(0)
     photo, monet = (torch.rand(args.batch, 3, args.size, args.size, generator=generator) * 2 - 1 for _ in "ab")
@@ -145,6 +146,7 @@ def main() -> None:
     parser.add_argument("--ngf", type=int, default=64)
     parser.add_argument("--blocks", type=int, default=9)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--generator", default="resnet", choices=("resnet", "unet"))
     parser.add_argument("--only", default=None, help="comma-separated row names to run")
     parser.add_argument("--data-images", type=int, default=256, help="photos for the data-path measurement")
     parser.add_argument("--nproc", type=int, default=0, help="also measure torchrun with 1 and NPROC processes")
@@ -158,7 +160,7 @@ def main() -> None:
         ddp_worker(args)
         return
 
-    print(f"device {args.device}, {torch.get_num_threads()} threads, torch {torch.__version__}, "
+    print(f"device {args.device}, {torch.get_num_threads()} threads, torch {torch.__version__}, {args.generator}, "
           f"{args.size}x{args.size} batch {args.batch}, ngf {args.ngf}, {args.blocks} blocks, "
           f"median of {args.steps} steps after {args.warmup} warm-up\n")
     names = [n for n in CONFIGS if not args.only or n in args.only.split(",")]

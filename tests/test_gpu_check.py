@@ -1,0 +1,73 @@
+"""benchmarks/gpu_check.py in its CPU mode, so that the script a lent GPU runs cannot rot."""
+import json
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from .conftest import write_images
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT = REPO / "benchmarks" / "gpu_check.py"
+
+
+@pytest.fixture(scope="module")
+def real_looking_data(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("data")
+    write_images(root / "photo_jpg", 12, size=(48, 48), seed=1, prefix="photo")
+    write_images(root / "monet_jpg", 6, size=(48, 48), seed=2, prefix="monet")
+    return root
+
+
+@pytest.fixture(scope="module")
+def cpu_run(real_looking_data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("check")
+    done = subprocess.run([sys.executable, str(SCRIPT), "run", "--cpu", "--data", str(real_looking_data),
+                           "--out", str(out)], cwd=REPO, capture_output=True, text=True, timeout=600)
+    return done, out
+
+
+def test_the_cpu_mode_runs_every_step_and_writes_the_report(cpu_run):
+    done, out = cpu_run
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    report = (out / "report.md").read_text()
+    assert report.startswith("# GPU check: CPU, PyTorch")
+    assert "## The gpu tests" in report and "skipped" in report  # no CUDA here: each gpu test skips
+    for row in ("resnet: reference (fp32, eager)", "resnet: bf16", "unet: reference (fp32, eager)"):
+        line = next(line for line in report.splitlines() if line.startswith(f"| {row} |"))
+        assert float(line.split("|")[2]) > 0, line
+    assert "3 steps" in report and "1 process(es) on cpu" in report
+    archives = sorted(out.glob("translations_*.zip"))
+    assert len(archives) == 1 and archives[0].stat().st_size <= 15 * 2 ** 20
+    assert len(zipfile.ZipFile(archives[0]).namelist()) == 12
+    assert "12 translations in translations_1.zip" in report
+
+
+def test_prepare_gathers_the_data_and_keeps_to_the_limit(real_looking_data, tmp_path):
+    bundle = tmp_path / "bundle"
+    command = [sys.executable, str(SCRIPT), "prepare", "--no-wheels", "--data", str(real_looking_data),
+               "--bundle", str(bundle), "--photos", "5", "--holdout", "2"]
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert (manifest["photos"], manifest["paintings"], manifest["holdout"]) == (5, 4, 2)
+    assert len(list((bundle / "data" / "photo_jpg").iterdir())) == 5
+    assert "MiB of 64 MiB" in done.stdout
+    too_small = subprocess.run(command + ["--limit-mib", "0.001"], cwd=REPO, capture_output=True, text=True,
+                               timeout=120)
+    assert too_small.returncode == 2 and "exceed the 0.001 MiB a call carries" in too_small.stderr
+
+
+def test_score_rates_the_translations_beside_the_untouched_photos(cpu_run, real_looking_data):
+    from monet_utils.fid import find_feature_network
+    if find_feature_network() is None:
+        pytest.skip("no offline Inception network (requirements-fid.txt), as on Kaggle")
+    done, out = cpu_run
+    scored = subprocess.run([sys.executable, str(SCRIPT), "score", str(out), "--data", str(real_looking_data),
+                             "--holdout", "2"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert scored.returncode == 0, scored.stderr[-2000:]
+    rows = {line.split("|")[1].strip(): float(line.split("|")[2]) for line in scored.stdout.splitlines()
+            if line.startswith("| translations") or line.startswith("| photos, no style")}
+    assert set(rows) == {"translations", "photos, no style (baseline)"} and all(v > 0 for v in rows.values())
