@@ -61,9 +61,13 @@ def init_process_group(config: CycleGANConfig) -> torch.device:
     local_rank, local_world = int(os.environ["LOCAL_RANK"]), int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
     wants_cuda = config.device.startswith("cuda") or (config.device == "auto" and torch.cuda.is_available())
     if wants_cuda:
-        device = torch.device("cuda", local_rank)
+        gpus = torch.cuda.device_count()
+        device = torch.device("cuda", local_rank % gpus)
         torch.cuda.set_device(device)
-        dist.init_process_group("nccl", device_id=device)
+        if local_world > gpus:  # processes sharing a GPU (a test on one GPU): NCCL refuses that, gloo does not
+            dist.init_process_group("gloo")
+        else:
+            dist.init_process_group("nccl", device_id=device)
     else:
         device = torch.device("cpu")
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // local_world))

@@ -163,10 +163,14 @@ def test_fid_features_on_the_gpu_match_the_cpu(tmp_path):
     assert torch.allclose(cpu, gpu, rtol=1e-2, atol=1e-2)
 
 
-def test_torchrun_with_nccl_trains_and_saves(dataset_dir, tmp_path):
-    """One process over NCCL: the process group, the device binding and the clean exit."""
+@pytest.mark.parametrize("nproc, backend", [(1, "nccl"), (2, "gloo")])
+def test_torchrun_on_one_gpu_trains_and_saves(dataset_dir, tmp_path, nproc, backend):
+    """One process over NCCL, and two sharing the GPU over gloo (NCCL refuses that): the process
+    group, the device binding, DDP with CUDA tensors and the clean exit."""
+    if nproc > torch.cuda.device_count() and backend == "nccl":
+        pytest.skip("needs a GPU per process")
     out = tmp_path / "out"
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=1", "-m",
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", "-m",
                "monet_utils.launch", "-p", "data_dir", str(dataset_dir), "-p", "output_dir", str(out)]
     for name, value in dict(image_size=32, ngf=4, ndf=4, n_res_blocks=1, num_workers=0, device="cuda",
                             batch_size=2, max_steps=3, compile="off").items():
@@ -174,4 +178,5 @@ def test_torchrun_with_nccl_trains_and_saves(dataset_dir, tmp_path):
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300,
                           env={**os.environ, "PYTHONPATH": str(REPO)})
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-    assert read_checkpoint(out / "checkpoints" / "latest.pt")["step"] == 3
+    state = read_checkpoint(out / "checkpoints" / "latest.pt")
+    assert state["step"] == 3 and len(state["pools"]) == nproc
