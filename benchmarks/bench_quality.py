@@ -136,13 +136,13 @@ def main(argv=None) -> int:
         print(f"\n{name}: {config.generator}, {config.upsampling}, decay {config.decay_epochs} of {epochs} epochs, "
               f"DiffAugment {config.diffaugment or 'off'}", flush=True)
         trainer.fit(trainer.train_loader(dataset))
-        fake = translate(trainer.G_photo2monet, scored)
+        fake = translate(trainer.model.G_photo2monet, scored)
         results[name] = {**fid_scores(held_out, features(fake, name), memorized_features=training),
                          "steps": trainer.step, "train_seconds": round(trainer.train_seconds, 1)}
         sample_photos = load_images(scored_photos[:6], args.size)
         sample_monets = load_images(dataset.holdout_paths[:6], args.size)
         with torch.inference_mode():
-            plot_samples(trainer.G_photo2monet, trainer.G_monet2photo, sample_photos, sample_monets,
+            plot_samples(trainer.model.G_photo2monet, trainer.model.G_monet2photo, sample_photos, sample_monets,
                          path=out / slug(name) / "samples.png")
         write_json(results_path, results)
         print(f"{name}: FID {results[name]['fid']:.1f}, MiFID {results[name]['mifid']:.1f}", flush=True)

@@ -243,7 +243,7 @@ def translations(report: Report, trainer, dataset, args, out: Path) -> None:
 
     photos = dataset.photo_paths[:args.translations]
     report(f"\n## Translations: {len(photos):,} photos at {args.size}x{args.size}, 256x256 JPEGs\n")
-    jpegs = translate_to_jpegs(trainer.G_photo2monet, photos, image_size=args.size, output_size=256,
+    jpegs = translate_to_jpegs(trainer.model.G_photo2monet, photos, image_size=args.size, output_size=256,
                                progress=False)
     written, archives, archive, size = 0, [], None, 0
     for name, data in jpegs:

@@ -59,14 +59,14 @@ def train(trainer: CycleGANTrainer, dataset, stream=None) -> list[dict]:
 def off_the_device(trainer: CycleGANTrainer):
     """The trainer's networks in CPU memory meanwhile (its optimizers hold no state before a step),
     and the GPU's cached blocks given back."""
-    for net in trainer.networks.values():
+    for net in trainer.model.networks.values():
         net.to("cpu")
     if trainer.device.type == "cuda":
         torch.cuda.empty_cache()
     try:
         yield
     finally:
-        for net in trainer.networks.values():
+        for net in trainer.model.networks.values():
             net.to(trainer.device)
 
 

@@ -34,7 +34,7 @@ from .plots import smooth  # noqa: E402
 from .progress import PrefixedLines  # noqa: E402
 from .runner import run_notebook, validate_parameters  # noqa: E402
 from .checkpoints import CheckpointError, read_checkpoint  # noqa: E402
-from .training import LOSS_NAMES  # noqa: E402
+from .cyclegan import LOSS_NAMES  # noqa: E402
 
 # MiFID when every run has one (the competition's score); else the cycle loss (cycle_photo +
 # cycle_monet over the last tenth of the run), which is only comparable across equal lambdas.

@@ -5,7 +5,8 @@ import torch
 from monet_utils import acceleration
 from monet_utils.acceleration import check_accelerator, resolve_speed
 from monet_utils.config import CycleGANConfig
-from monet_utils.training import CycleGANTrainer, NonFiniteLossError
+from monet_utils.cyclegan import NonFiniteLossError
+from monet_utils.training import CycleGANTrainer
 
 from .test_training import fixed_batch, weights
 
@@ -15,13 +16,13 @@ REFERENCE = dict(amp="off", channels_last="off", compile="off", fused_adam="off"
 def run_steps(config, steps=3):
     trainer = CycleGANTrainer(config)
     batch = fixed_batch(size=32)
-    return trainer, [trainer.train_step(*batch) for _ in range(steps)]
+    return trainer, [trainer.model.train_step(*batch) for _ in range(steps)]
 
 
 def first_step(config):
     """Losses of one step and the gradients it computed (optimizer steps leave .grad alone)."""
     trainer, losses = run_steps(config, steps=1)
-    grads = torch.cat([p.grad.flatten() for net in trainer.networks.values() for p in net.parameters()])
+    grads = torch.cat([p.grad.flatten() for net in trainer.model.networks.values() for p in net.parameters()])
     return losses[0], grads
 
 
@@ -60,9 +61,9 @@ def test_switches_follow_the_reference_over_several_steps(reference, switch):
 def test_channels_last_uses_group_norm_and_compile_keeps_checkpoint_keys(reference):
     trainer = CycleGANTrainer(reference.replace(channels_last="on", compile="on"))
     assert trainer.speed.norm == "group"
-    assert any(isinstance(m, torch.nn.GroupNorm) for m in trainer.G_photo2monet.modules())
-    assert trainer.G_photo2monet.model[1].weight.is_contiguous(memory_format=torch.channels_last)
-    assert set(trainer.G_photo2monet.state_dict()) == set(CycleGANTrainer(reference).G_photo2monet.state_dict())
+    assert any(isinstance(m, torch.nn.GroupNorm) for m in trainer.model.G_photo2monet.modules())
+    assert trainer.model.G_photo2monet.model[1].weight.is_contiguous(memory_format=torch.channels_last)
+    assert set(trainer.model.G_photo2monet.state_dict()) == set(CycleGANTrainer(reference).model.G_photo2monet.state_dict())
 
 
 def test_bf16_stays_close_and_still_learns(reference):
@@ -71,7 +72,7 @@ def test_bf16_stays_close_and_still_learns(reference):
     # bf16 keeps 8 bits of mantissa: about 2-3 significant digits per operation.
     assert_close_losses([expected], losses[:1], rel=5e-2)
     batch = fixed_batch(size=32)
-    cycle = [trainer.train_step(*batch)["cycle_photo"] for _ in range(25)]
+    cycle = [trainer.model.train_step(*batch)["cycle_photo"] for _ in range(25)]
     assert sum(cycle[-3:]) / 3 < 0.75 * sum(l["cycle_photo"] for l in losses) / 3
 
 
@@ -144,30 +145,30 @@ def test_a_non_finite_loss_is_skipped_and_repeated_ones_stop_training(tiny_confi
     photo, monet = fixed_batch()
     photo[0, 0, 0, 0] = float("nan")
     before = weights(trainer)
-    losses = trainer.train_step(photo, monet)
+    losses = trainer.model.train_step(photo, monet)
     assert losses["cycle_photo"] != losses["cycle_photo"]  # nan
     after = weights(trainer)
     assert all(torch.equal(before[k], after[k]) for k in before)  # no weight moved
-    assert trainer.skipped_in_a_row == 1
-    trainer.train_step(*fixed_batch())  # a finite step resets the count and trains
-    assert trainer.skipped_in_a_row == 0 and trainer.skipped_total == 1
-    trainer.train_step(photo, monet)
-    trainer.train_step(photo, monet)
+    assert trainer.model.skipped_in_a_row == 1
+    trainer.model.train_step(*fixed_batch())  # a finite step resets the count and trains
+    assert trainer.model.skipped_in_a_row == 0 and trainer.model.skipped_total == 1
+    trainer.model.train_step(photo, monet)
+    trainer.model.train_step(photo, monet)
     with pytest.raises(NonFiniteLossError, match="not finite for 3 steps in a row.*last checkpoint is intact"):
-        trainer.train_step(photo, monet)
+        trainer.model.train_step(photo, monet)
 
 
 def test_one_grad_scaler_serves_both_optimizers_and_backs_off_on_overflow(tiny_config):
     """The fp16 logic on CPU: a scale so large that the scaled gradients overflow makes the
     scaler skip both optimizers and halve the scale; a sane scale then trains both."""
     trainer = CycleGANTrainer(tiny_config)
-    trainer.scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 127, growth_interval=1)
+    trainer.model.scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 127, growth_interval=1)
     before = weights(trainer)
-    trainer.train_step(*fixed_batch())
+    trainer.model.train_step(*fixed_batch())
     assert all(torch.equal(before[k], v) for k, v in weights(trainer).items())
-    assert trainer.scaler.get_scale() == 2.0 ** 126
-    trainer.scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 8)
-    trainer.train_step(*fixed_batch())
+    assert trainer.model.scaler.get_scale() == 2.0 ** 126
+    trainer.model.scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 8)
+    trainer.model.train_step(*fixed_batch())
     changed = weights(trainer)
     for prefix in ("G_photo2monet", "D_monet"):
         assert any(not torch.equal(before[k], changed[k]) for k in before if k.startswith(prefix))
@@ -175,11 +176,11 @@ def test_one_grad_scaler_serves_both_optimizers_and_backs_off_on_overflow(tiny_c
 
 def test_non_finite_skip_backs_off_the_fp16_scale(tiny_config):
     trainer = CycleGANTrainer(tiny_config)
-    trainer.scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)
+    trainer.model.scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)
     photo, monet = fixed_batch()
     photo[0, 0, 0, 0] = float("inf")
-    trainer.train_step(photo, monet)
-    assert trainer.scaler.get_scale() == 512.0
+    trainer.model.train_step(photo, monet)
+    assert trainer.model.scaler.get_scale() == 512.0
 
 
 def test_check_accelerator_reads_arch_names_with_a_feature_suffix(monkeypatch):

@@ -38,7 +38,7 @@ def test_a_checkpoint_with_a_pickle_payload_is_refused_without_running_it(tmp_pa
 
 def test_a_genuine_checkpoint_reads_as_data_only(tiny_config):
     trainer = CycleGANTrainer(tiny_config)
-    trainer.train_step(*fixed_batch())  # fills the pools: their RNG state must load as plain data
+    trainer.model.train_step(*fixed_batch())  # fills the pools: their RNG state must load as plain data
     state = read_checkpoint(trainer.save())
     assert state["step"] == 0 and len(state["pools"][0]["monet"]["images"]) == 2
 
@@ -89,9 +89,9 @@ def test_unreadable_checkpoints_raise_clear_errors(tmp_path, tiny_config):
 
 def test_load_generator_restores_the_trained_weights(tiny_config):
     trainer = CycleGANTrainer(tiny_config)
-    trainer.train_step(*fixed_batch())
+    trainer.model.train_step(*fixed_batch())
     generator, config = load_generator(trainer.save(), device="cpu")
     assert config == tiny_config
     x = fixed_batch()[0]
     with torch.inference_mode():
-        assert torch.equal(generator(x), trainer.G_photo2monet(x))
+        assert torch.equal(generator(x), trainer.model.G_photo2monet(x))

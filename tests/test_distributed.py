@@ -18,7 +18,8 @@ from monet_utils.checkpoints import read_checkpoint
 from monet_utils.config import ConfigError, CycleGANConfig
 from monet_utils.distributed import process_count
 from monet_utils.kaggle_notebook import KAGGLE_NOTEBOOK
-from monet_utils.training import LOSS_NAMES, CycleGANTrainer
+from monet_utils.cyclegan import LOSS_NAMES
+from monet_utils.training import CycleGANTrainer
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = dict(image_size=32, ngf=4, ndf=4, n_res_blocks=1, num_workers=0, device="cpu", amp="off", seed=3)
@@ -66,7 +67,7 @@ def test_two_processes_of_batch_2_train_like_one_process_of_batch_4(dataset_dir,
     assert two["step"] == one["step"] == 4 and two["epoch"] == 4
     for name in LOSS_NAMES:  # the history holds the global batch's losses, step after step
         assert [h[name] for h in two["history"]] == pytest.approx([h[name] for h in one["history"]], rel=1e-5)
-    networks = CycleGANTrainer(CycleGANConfig(**TINY, output_dir=str(tmp_path / "x"))).networks
+    networks = CycleGANTrainer(CycleGANConfig(**TINY, output_dir=str(tmp_path / "x"))).model.networks
     compared = 0
     for net_name, net in networks.items():
         free = biases_before_a_norm(net)

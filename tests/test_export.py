@@ -23,8 +23,8 @@ NEEDS = {"onnx": ("onnx", "onnxscript", "onnxruntime"), "torchscript": (), "safe
 def trained(tiny_config):
     """A checkpoint whose generator is not at its init (one step), and that generator."""
     trainer = CycleGANTrainer(tiny_config)
-    trainer.train_step(*fixed_batch())
-    return trainer.save(), trainer.G_photo2monet.eval()
+    trainer.model.train_step(*fixed_batch())
+    return trainer.save(), trainer.model.G_photo2monet.eval()
 
 
 @pytest.mark.parametrize("fmt", sorted(NEEDS))
@@ -80,9 +80,9 @@ def test_a_unet_with_resize_convs_exports_and_runs_at_other_sizes(tiny_config, t
     for module in NEEDS[fmt]:
         pytest.importorskip(module, reason=f"{module} (requirements-export.txt) not installed")
     trainer = CycleGANTrainer(tiny_config.replace(generator="unet", upsampling="resize_conv"))
-    trainer.train_step(*fixed_batch())
+    trainer.model.train_step(*fixed_batch())
     out = export_generator(trainer.save(), fmt, tmp_path / f"unet.{fmt}")
-    exported, generator = load_photo2monet(out, device="cpu"), trainer.G_photo2monet.eval()
+    exported, generator = load_photo2monet(out, device="cpu"), trainer.model.G_photo2monet.eval()
     x = torch.rand((2, 3, 48, 80), generator=torch.Generator().manual_seed(1)) * 2 - 1  # not a multiple of 32
     with torch.inference_mode():
         assert torch.allclose(exported(x), generator(x), atol=1e-5)

@@ -37,9 +37,9 @@ def one_step(config, scaler_scale=None):
     """The losses of one step on a fixed batch and every weight after it."""
     trainer = CycleGANTrainer(config)
     if scaler_scale:  # a moderate first scale: the default 65536 may skip the first fp16 step on overflow
-        trainer.scaler = torch.amp.GradScaler("cuda", init_scale=scaler_scale)
+        trainer.model.scaler = torch.amp.GradScaler("cuda", init_scale=scaler_scale)
     before = weights(trainer)
-    losses = trainer.train_step(*fixed_batch(size=config.image_size))
+    losses = trainer.model.train_step(*fixed_batch(size=config.image_size))
     return losses, before, weights(trainer)
 
 
@@ -84,12 +84,12 @@ def test_the_in_memory_data_path_on_the_gpu_equals_the_cpu_one(gpu_config, datas
 @pytest.mark.parametrize("saved_on, loaded_on", [("cuda", "cpu"), ("cpu", "cuda")])
 def test_a_checkpoint_moves_between_the_gpu_and_the_cpu(gpu_config, saved_on, loaded_on):
     saved = CycleGANTrainer(gpu_config.replace(device=saved_on))
-    saved.train_step(*fixed_batch(size=64))
+    saved.model.train_step(*fixed_batch(size=64))
     saved.save()
     resumed = CycleGANTrainer(gpu_config.replace(device=loaded_on))
     resumed.load(resumed.checkpoint_path)
     assert all(torch.equal(a.cpu(), b.cpu()) for a, b in zip(weights(saved).values(), weights(resumed).values()))
-    losses = resumed.train_step(*fixed_batch(size=64, seed=1))
+    losses = resumed.model.train_step(*fixed_batch(size=64, seed=1))
     assert all(np.isfinite(v) for v in losses.values())
 
 
@@ -97,17 +97,17 @@ def test_a_checkpoint_moves_between_the_gpu_and_the_cpu(gpu_config, saved_on, lo
 @pytest.mark.parametrize("amp", ["fp16", "bf16", "off"])
 def test_resume_across_precisions(gpu_config, saved_amp, amp):
     saved = CycleGANTrainer(gpu_config.replace(amp=saved_amp, fused_adam="on"))
-    saved.train_step(*fixed_batch(size=64))
+    saved.model.train_step(*fixed_batch(size=64))
     saved.save()
     resumed = CycleGANTrainer(gpu_config.replace(amp=amp, fused_adam="off" if saved_amp == "fp16" else "on"))
     resumed.load(resumed.checkpoint_path)
-    losses = resumed.train_step(*fixed_batch(size=64, seed=1))
+    losses = resumed.model.train_step(*fixed_batch(size=64, seed=1))
     assert all(np.isfinite(v) for v in losses.values())
 
 
 def test_resume_restores_this_gpus_random_state(gpu_config):
     trainer = CycleGANTrainer(gpu_config.replace(diffaugment="color,translation,cutout"))
-    trainer.train_step(*fixed_batch(size=64))
+    trainer.model.train_step(*fixed_batch(size=64))
     trainer.save()
     expected = torch.rand(8, device="cuda")
     torch.cuda.manual_seed(12345)
@@ -122,9 +122,9 @@ def test_the_trainer_leaves_the_gpu_while_workers_train(gpu_config):
     held = torch.cuda.memory_allocated()
     with off_the_device(trainer):
         assert torch.cuda.memory_allocated() < held - sum(
-            p.numel() * p.element_size() for net in trainer.networks.values() for p in net.parameters()) / 2
-        assert all(not p.is_cuda for net in trainer.networks.values() for p in net.parameters())
-    assert all(p.is_cuda for net in trainer.networks.values() for p in net.parameters())
+            p.numel() * p.element_size() for net in trainer.model.networks.values() for p in net.parameters()) / 2
+        assert all(not p.is_cuda for net in trainer.model.networks.values() for p in net.parameters())
+    assert all(p.is_cuda for net in trainer.model.networks.values() for p in net.parameters())
 
 
 def test_stylize_and_export_on_the_gpu_match_the_cpu(gpu_config, tmp_path):
@@ -134,7 +134,7 @@ def test_stylize_and_export_on_the_gpu_match_the_cpu(gpu_config, tmp_path):
     import io
     from .conftest import write_images
     trainer = CycleGANTrainer(gpu_config)
-    trainer.train_step(*fixed_batch(size=64))
+    trainer.model.train_step(*fixed_batch(size=64))
     checkpoint = trainer.save()
     paths = write_images(tmp_path / "photos", 5, size=(96, 72))
     on_cpu = dict(translate_to_jpegs(load_generator(checkpoint, device="cpu")[0], paths, progress=False))

@@ -11,7 +11,7 @@ from monet_utils.data import build_dataset  # noqa: E402
 from monet_utils.models import ResnetGenerator, init_weights  # noqa: E402
 from monet_utils.plots import (DISCRIMINATOR_TERMS, GENERATOR_TERMS, plot_losses, plot_samples,  # noqa: E402
                                show_augmentations, show_images, smooth)
-from monet_utils.training import LOSS_NAMES  # noqa: E402
+from monet_utils.cyclegan import LOSS_NAMES  # noqa: E402
 
 
 def test_smooth_is_a_running_mean_that_starts_at_the_first_step():

@@ -8,7 +8,8 @@ from monet_utils.data import build_dataset, make_train_loader, split_paintings
 from monet_utils.diffaugment import TRANSFORMS, diff_augment
 from monet_utils.models import ResnetGenerator, UnetGenerator, build_generator, count_parameters, unet_depth
 from monet_utils.time_budget import plan_schedule
-from monet_utils.training import LOSS_NAMES, CycleGANTrainer
+from monet_utils.cyclegan import LOSS_NAMES
+from monet_utils.training import CycleGANTrainer
 
 from .conftest import write_images
 
@@ -35,12 +36,12 @@ def record_lr_per_step(trainer, monkeypatch, seconds_per_step=0.0, clock=None):
     seen = []
 
     def step(photo, monet):
-        seen.append((trainer.epoch, trainer.opt_G.param_groups[0]["lr"], trainer.opt_D.param_groups[0]["lr"]))
+        seen.append((trainer.epoch, trainer.model.opt_G.param_groups[0]["lr"], trainer.model.opt_D.param_groups[0]["lr"]))
         if clock is not None:
             clock.advance(seconds_per_step)
         return dict.fromkeys(LOSS_NAMES, 0.0)
 
-    monkeypatch.setattr(trainer, "train_step", step)
+    monkeypatch.setattr(trainer.model, "train_step", step)
     return seen
 
 
@@ -105,12 +106,12 @@ def test_translation_shifts_and_cutout_zeroes_a_square():
 
 
 def test_discriminators_see_augmented_real_and_fake_images(tiny_config, monkeypatch):
-    from monet_utils import training
+    from monet_utils import cyclegan
     calls = []
-    monkeypatch.setattr(training, "diff_augment", lambda images, policy: calls.append((policy, images)) or images)
+    monkeypatch.setattr(cyclegan, "diff_augment", lambda images, policy: calls.append((policy, images)) or images)
     trainer = CycleGANTrainer(tiny_config.replace(diffaugment="color,cutout"))
     real_photo, real_monet = torch.rand(2, 3, 32, 32) * 2 - 1, torch.rand(2, 3, 32, 32) * 2 - 1
-    trainer.train_step(real_photo, real_monet)
+    trainer.model.train_step(real_photo, real_monet)
     assert len(calls) == 6 and {policy for policy, _ in calls} == {"color,cutout"}
     # G step: both fakes (with gradients); D step: each D's real images and a pooled fake
     assert sum(images.requires_grad for _, images in calls[:2]) == 2
@@ -123,10 +124,10 @@ def test_discriminators_see_augmented_real_and_fake_images(tiny_config, monkeypa
 def test_diffaugment_reaches_the_generators_gradients(tiny_config):
     torch.manual_seed(0)
     trainer = CycleGANTrainer(tiny_config.replace(diffaugment="color,translation,cutout"))
-    before = [p.detach().clone() for p in trainer.G_photo2monet.parameters()]
-    losses = trainer.train_step(torch.rand(2, 3, 32, 32) * 2 - 1, torch.rand(2, 3, 32, 32) * 2 - 1)
+    before = [p.detach().clone() for p in trainer.model.G_photo2monet.parameters()]
+    losses = trainer.model.train_step(torch.rand(2, 3, 32, 32) * 2 - 1, torch.rand(2, 3, 32, 32) * 2 - 1)
     assert all(torch.isfinite(torch.tensor(v)) for v in losses.values())
-    assert any(not torch.equal(a, b) for a, b in zip(before, trainer.G_photo2monet.parameters()))
+    assert any(not torch.equal(a, b) for a, b in zip(before, trainer.model.G_photo2monet.parameters()))
 
 
 def test_an_unknown_diffaugment_policy_is_named():
@@ -335,10 +336,10 @@ def test_resume_from_continues_weights_optimizers_and_schedule(tiny_config, data
     second = CycleGANTrainer(config.replace(output_dir=str(tmp_path / "b"), resume_from=str(first.checkpoint_path)))
     second.fit(second.train_loader(dataset), progress=False)
     assert second.step == straight.step == 12
-    for name, net in straight.networks.items():
-        for a, b in zip(net.state_dict().values(), second.networks[name].state_dict().values()):
+    for name, net in straight.model.networks.items():
+        for a, b in zip(net.state_dict().values(), second.model.networks[name].state_dict().values()):
             assert torch.equal(a, b), name
-    assert second.opt_G.param_groups[0]["lr"] == straight.opt_G.param_groups[0]["lr"]
+    assert second.model.opt_G.param_groups[0]["lr"] == straight.model.opt_G.param_groups[0]["lr"]
 
 
 def test_a_missing_resume_from_is_named(tiny_config, tmp_path):

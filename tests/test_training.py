@@ -6,7 +6,8 @@ import torch
 
 from monet_utils.checkpoints import read_checkpoint
 from monet_utils.data import build_dataset, make_train_loader
-from monet_utils.training import LOSS_NAMES, CycleGANTrainer, TrainingInterrupted
+from monet_utils.cyclegan import LOSS_NAMES
+from monet_utils.training import CycleGANTrainer, TrainingInterrupted
 
 
 def fixed_batch(size=32, n=2, seed=0):
@@ -18,35 +19,35 @@ def fixed_batch(size=32, n=2, seed=0):
 
 
 def weights(trainer):
-    return {f"{name}.{k}": v.clone() for name, net in trainer.networks.items() for k, v in net.state_dict().items()}
+    return {f"{name}.{k}": v.clone() for name, net in trainer.model.networks.items() for k, v in net.state_dict().items()}
 
 
 def test_train_step_returns_every_named_loss_and_updates_all_networks(tiny_config):
     trainer = CycleGANTrainer(tiny_config)
     before = weights(trainer)
-    losses = trainer.train_step(*fixed_batch())
+    losses = trainer.model.train_step(*fixed_batch())
     assert set(losses) == set(LOSS_NAMES)
     assert all(isinstance(v, float) and v == v for v in losses.values())
     after = weights(trainer)
-    for name in trainer.networks:
+    for name in trainer.model.networks:
         changed = [not torch.equal(before[k], after[k]) for k in before if k.startswith(name + ".")]
         assert any(changed), f"{name} was not updated"
-    assert all(p.requires_grad for net in trainer.networks.values() for p in net.parameters())
+    assert all(p.requires_grad for net in trainer.model.networks.values() for p in net.parameters())
 
 
 def test_identity_loss_is_weighted_by_half_the_cycle_lambda(tiny_config):
     photo, monet = fixed_batch()
-    with_idt = CycleGANTrainer(tiny_config).train_step(photo, monet)
-    double = CycleGANTrainer(tiny_config.replace(identity_weight=1.0)).train_step(photo, monet)
+    with_idt = CycleGANTrainer(tiny_config).model.train_step(photo, monet)
+    double = CycleGANTrainer(tiny_config.replace(identity_weight=1.0)).model.train_step(photo, monet)
     assert double["idt_photo2monet"] == pytest.approx(2 * with_idt["idt_photo2monet"], rel=1e-5)
-    without = CycleGANTrainer(tiny_config.replace(identity_weight=0.0)).train_step(photo, monet)
+    without = CycleGANTrainer(tiny_config.replace(identity_weight=0.0)).model.train_step(photo, monet)
     assert without["idt_photo2monet"] == without["idt_monet2photo"] == 0.0
 
 
 def test_a_few_steps_on_a_fixed_batch_reduce_the_cycle_loss(tiny_config):
     trainer = CycleGANTrainer(tiny_config.replace(ngf=8, n_res_blocks=2))
     batch = fixed_batch()
-    cycle = [trainer.train_step(*batch)["cycle_photo"] for _ in range(25)]
+    cycle = [trainer.model.train_step(*batch)["cycle_photo"] for _ in range(25)]
     assert sum(cycle[-3:]) / 3 < 0.75 * sum(cycle[:3]) / 3
 
 
@@ -54,9 +55,9 @@ def test_the_lagged_schedule_is_the_reference_one_epoch_later(tiny_config):
     trainer = CycleGANTrainer(tiny_config.replace(epochs=4, decay_epochs=2, lr_schedule="lagged"))
     assert [trainer.lr_factor(e) for e in range(4)] == pytest.approx([1, 1, 2 / 3, 1 / 3])
     for _ in range(2):  # two finished epochs
-        trainer.opt_G.step()
+        trainer.model.opt_G.step()
         trainer.sched_G.step()
-    assert trainer.opt_G.param_groups[0]["lr"] == pytest.approx(2e-4 * 2 / 3)
+    assert trainer.model.opt_G.param_groups[0]["lr"] == pytest.approx(2e-4 * 2 / 3)
 
 
 def test_fit_stops_at_max_steps_and_checkpoints(tiny_config, dataset_dir):
@@ -91,7 +92,7 @@ def test_resume_gives_the_same_weights_as_one_straight_run(tiny_config, dataset_
     assert [h["cycle_photo"] for h in resumed.history] == [h["cycle_photo"] for h in straight.history]
     a, b = weights(straight), weights(resumed)
     assert all(torch.equal(a[k], b[k]) for k in a)
-    assert resumed.opt_G.param_groups[0]["lr"] == straight.opt_G.param_groups[0]["lr"]
+    assert resumed.model.opt_G.param_groups[0]["lr"] == straight.model.opt_G.param_groups[0]["lr"]
 
 
 def test_metrics_summarise_the_last_tenth_and_time_adds_up_over_resumes(tiny_config, dataset_dir):
@@ -140,7 +141,7 @@ def test_a_signal_stops_after_the_step_with_a_checkpoint_that_resumes_exactly(ti
 
     config = base.replace(output_dir=str(tmp_path / "stopped"))
     stopped = CycleGANTrainer(config)
-    real_step = stopped.train_step
+    real_step = stopped.model.train_step
 
     def step_then_signal(*batch):  # the signal lands in the middle of step 4
         losses = real_step(*batch)
@@ -148,7 +149,7 @@ def test_a_signal_stops_after_the_step_with_a_checkpoint_that_resumes_exactly(ti
             os.kill(os.getpid(), signum)
         return losses
 
-    monkeypatch.setattr(stopped, "train_step", step_then_signal)
+    monkeypatch.setattr(stopped.model, "train_step", step_then_signal)
     previous = signal.getsignal(signum)
     with pytest.raises(TrainingInterrupted, match=f"{signal.Signals(signum).name}: training stopped after step 4"):
         stopped.fit(stopped.train_loader(build_dataset(config, dataset_dir)), progress=False)
@@ -167,7 +168,7 @@ def trainer_as(config, fp16_scaler: bool, fused: bool) -> CycleGANTrainer:
     the CPU's, which runs the same unscale/skip/update logic) or bf16/off (a disabled one), fused or not."""
     trainer = CycleGANTrainer(config.replace(fused_adam="on" if fused else "off"))
     if fp16_scaler:
-        trainer.scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 10)
+        trainer.model.scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 10)
     return trainer
 
 
@@ -180,18 +181,18 @@ def test_resume_works_across_every_pair_of_precisions_and_fused_settings(tiny_co
     bring back the saved run's `fused` flag over this run's."""
     config = tiny_config.replace(output_dir=str(tmp_path / "run"))
     saved = trainer_as(config, saved_fp16, saved_fused)
-    saved.train_step(*fixed_batch())
+    saved.model.train_step(*fixed_batch())
     saved.save()
     resumed = trainer_as(config, fp16, fused)
     resumed.load(resumed.checkpoint_path)
     before = weights(resumed)
-    losses = resumed.train_step(*fixed_batch(seed=1))
+    losses = resumed.model.train_step(*fixed_batch(seed=1))
     assert all(torch.isfinite(torch.tensor(v)) for v in losses.values())
     assert any(not torch.equal(before[k], v) for k, v in weights(resumed).items())  # the step was taken
-    assert all(group["fused"] == (fused or None) for group in resumed.opt_G.param_groups)
+    assert all(group["fused"] == (fused or None) for group in resumed.model.opt_G.param_groups)
     if fp16:  # the saved scale when there was one, else a fresh scaler's
-        expected = saved.scaler.get_scale() if saved_fp16 else 2.0 ** 10
-        assert resumed.scaler.get_scale() == expected
+        expected = saved.model.scaler.get_scale() if saved_fp16 else 2.0 ** 10
+        assert resumed.model.scaler.get_scale() == expected
 
 
 def test_each_process_draws_its_own_random_numbers_after_the_same_initial_weights(tiny_config, monkeypatch):
@@ -200,7 +201,7 @@ def test_each_process_draws_its_own_random_numbers_after_the_same_initial_weight
     rank0 = CycleGANTrainer(tiny_config)
     draws0 = torch.rand(8)
     torch.manual_seed(tiny_config.seed)
-    init_weights_draws = [p.detach().clone() for p in CycleGANTrainer(tiny_config).G_photo2monet.parameters()]
+    init_weights_draws = [p.detach().clone() for p in CycleGANTrainer(tiny_config).model.G_photo2monet.parameters()]
     with monkeypatch.context() as patched:
         patched.setattr(training, "rank_and_world", lambda: (1, 2))  # the trainer's view of itself only
         rank1 = CycleGANTrainer(tiny_config)
@@ -210,12 +211,12 @@ def test_each_process_draws_its_own_random_numbers_after_the_same_initial_weight
     assert not torch.equal(draws0, draws1)
     CycleGANTrainer(tiny_config)  # rank 0 again: the one-process stream is unchanged
     assert torch.equal(torch.rand(8), draws0)
-    assert all(torch.equal(a, b) for a, b in zip(init_weights_draws, rank0.G_photo2monet.parameters()))
+    assert all(torch.equal(a, b) for a, b in zip(init_weights_draws, rank0.model.G_photo2monet.parameters()))
 
 
 def test_resume_restores_the_global_random_state(tiny_config):
     trainer = CycleGANTrainer(tiny_config)
-    trainer.train_step(*fixed_batch())
+    trainer.model.train_step(*fixed_batch())
     trainer.save()
     expected = torch.rand(8)  # what the next step would have drawn
     torch.manual_seed(12345)
