@@ -6,11 +6,11 @@ import os
 import sys
 
 from .checkpoints import CheckpointError
-from .config import ConfigError, parse_value
+from .config import ConfigError, CycleGANConfig, parse_value
 from .data import DataError
 from .export import FORMATS, config_path, export_generator
 from .launch import WorkerError, add_config_arguments, config_from_arguments, train_from_config
-from .runner import NotebookRunError, RunInterrupted, run_main_job
+from .runner import NotebookRunError, RunInterrupted, notebook_parameters, run_main_job
 from .stylize import stylize
 from .training import TrainingInterrupted
 
@@ -19,11 +19,9 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m monet_utils", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
-    run = commands.add_parser("run", help="train with the notebook and write outputs/ (demo data if no Kaggle data)")
-    run.add_argument("--data-dir", default=None, help="folder with photo_jpg/ and monet_jpg/")
-    run.add_argument("--output-dir", default="outputs")
-    run.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
-                     help="notebook parameter, e.g. -p epochs 3 -p cycle_lambda 5")
+    run = commands.add_parser("run", help="the notebook: train and write images.zip",
+                              description="Execute the notebook with papermill: train and write the submission.")
+    add_config_arguments(run)
 
     demo = commands.add_parser("demo-data", help="write the synthetic demo dataset")
     demo.add_argument("--out", default=None, help="target folder (default data/demo)")
@@ -31,7 +29,7 @@ def main(argv=None) -> int:
     demo.add_argument("--paintings", type=int, default=80)
     demo.add_argument("--seed", type=int, default=0)
 
-    styl = commands.add_parser("stylize", help="translate a folder of photos with a trained checkpoint")
+    styl = commands.add_parser("stylize", help="translate a folder of photos with a checkpoint")
     styl.add_argument("--checkpoint", required=True,
                       help="a checkpoint (e.g. outputs/checkpoints/latest.pt) or a file from `export`")
     styl.add_argument("--input", required=True, help="folder of images (JPEG, PNG, ...; any size)")
@@ -41,12 +39,14 @@ def main(argv=None) -> int:
     styl.add_argument("--batch-size", type=int, default=8)
     styl.add_argument("--device", default="auto")
 
-    train = commands.add_parser("train", help="train without the notebook: one process, or -p gpus N for N "
-                                              "data-parallel processes (torchrun, started for you)")
+    train = commands.add_parser("train", help="train without the notebook (-p gpus N: torchrun)",
+                                description="Train without the notebook: one process, or -p gpus N for N "
+                                            "data-parallel processes (torchrun, started for you).")
     add_config_arguments(train)
 
-    export = commands.add_parser("export", help="write the photo -> Monet generator alone as ONNX, TorchScript "
-                                                "or safetensors (its config beside it as OUTPUT.json)")
+    export = commands.add_parser("export", help="the generator alone: ONNX, TorchScript, safetensors",
+                                 description="Write the photo -> Monet generator alone as ONNX, TorchScript or "
+                                             "safetensors, its config beside it as OUTPUT.json.")
     export.add_argument("--checkpoint", required=True, help="a training checkpoint, e.g. outputs/checkpoints/latest.pt")
     export.add_argument("--format", required=True, choices=sorted(FORMATS))
     export.add_argument("--output", required=True, help="the file to write, e.g. monet.onnx")
@@ -54,8 +54,9 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == "run":
-            overrides = {name: parse_value(value) for name, value in args.parameter}
-            executed = run_main_job(args.data_dir, args.output_dir, overrides)
+            parameters = run_parameters(args)
+            executed = run_main_job(args.data_dir or parameters.pop("data_dir", None) or None,
+                                    args.output_dir or parameters.pop("output_dir", "outputs"), parameters)
             print(f"Done. Executed notebook: {executed}")
         elif args.command == "train":
             train_from_config(config_from_arguments(args))
@@ -78,6 +79,19 @@ def main(argv=None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0
+
+
+def run_parameters(args) -> dict:
+    """`run`'s notebook parameters: a --config file's values (a run's config.json), then -p's. A
+    value the notebook has no parameter for must be the default, since the notebook cannot apply it."""
+    values = CycleGANConfig.load(args.config).to_dict() if args.config else {}
+    known, defaults = notebook_parameters(), CycleGANConfig().to_dict()
+    cannot = sorted(name for name, value in values.items() if name not in known and value != defaults[name])
+    if cannot:
+        raise ConfigError(f"{args.config} sets {cannot}, which the notebook has no parameter for; "
+                          "`python -m monet_utils train --config` applies every config value")
+    values = {name: value for name, value in values.items() if name in known}
+    return {**values, **{name: parse_value(value) for name, value in args.parameter}}
 
 
 if __name__ == "__main__":

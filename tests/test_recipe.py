@@ -359,3 +359,73 @@ def test_a_missing_resume_from_is_named(tiny_config, tmp_path):
 def test_recipe_settings_out_of_range_are_named(values, message):
     with pytest.raises(ConfigError, match=message):
         CycleGANConfig(**values)
+
+
+# The authors' DiffAugment_pytorch.py (mit-han-lab/data-efficient-gans), transcribed: the reference
+# each transform is checked against, draw for draw from the same seed.
+def authors_brightness(x):
+    return x + (torch.rand(x.size(0), 1, 1, 1, dtype=x.dtype, device=x.device) - 0.5)
+
+
+def authors_saturation(x):
+    x_mean = x.mean(dim=1, keepdim=True)
+    return (x - x_mean) * (torch.rand(x.size(0), 1, 1, 1, dtype=x.dtype, device=x.device) * 2) + x_mean
+
+
+def authors_contrast(x):
+    x_mean = x.mean(dim=[1, 2, 3], keepdim=True)
+    return (x - x_mean) * (torch.rand(x.size(0), 1, 1, 1, dtype=x.dtype, device=x.device) + 0.5) + x_mean
+
+
+def authors_translation(x, ratio=0.125):
+    shift_x, shift_y = int(x.size(2) * ratio + 0.5), int(x.size(3) * ratio + 0.5)
+    translation_x = torch.randint(-shift_x, shift_x + 1, size=[x.size(0), 1, 1], device=x.device)
+    translation_y = torch.randint(-shift_y, shift_y + 1, size=[x.size(0), 1, 1], device=x.device)
+    grid_batch, grid_x, grid_y = torch.meshgrid(torch.arange(x.size(0)), torch.arange(x.size(2)),
+                                                torch.arange(x.size(3)), indexing="ij")
+    grid_x = torch.clamp(grid_x + translation_x + 1, 0, x.size(2) + 1)
+    grid_y = torch.clamp(grid_y + translation_y + 1, 0, x.size(3) + 1)
+    x_pad = torch.nn.functional.pad(x, [1, 1, 1, 1, 0, 0, 0, 0])
+    return x_pad.permute(0, 2, 3, 1).contiguous()[grid_batch, grid_x, grid_y].permute(0, 3, 1, 2)
+
+
+def authors_cutout(x, ratio=0.5):
+    cutout_size = int(x.size(2) * ratio + 0.5), int(x.size(3) * ratio + 0.5)
+    offset_x = torch.randint(0, x.size(2) + (1 - cutout_size[0] % 2), size=[x.size(0), 1, 1], device=x.device)
+    offset_y = torch.randint(0, x.size(3) + (1 - cutout_size[1] % 2), size=[x.size(0), 1, 1], device=x.device)
+    grid_batch, grid_x, grid_y = torch.meshgrid(torch.arange(x.size(0)), torch.arange(cutout_size[0]),
+                                                torch.arange(cutout_size[1]), indexing="ij")
+    grid_x = torch.clamp(grid_x + offset_x - cutout_size[0] // 2, min=0, max=x.size(2) - 1)
+    grid_y = torch.clamp(grid_y + offset_y - cutout_size[1] // 2, min=0, max=x.size(3) - 1)
+    mask = torch.ones(x.size(0), x.size(2), x.size(3), dtype=x.dtype, device=x.device)
+    mask[grid_batch, grid_x, grid_y] = 0
+    return x * mask.unsqueeze(1)
+
+
+@pytest.mark.parametrize("policy, authors", [
+    ("color", (authors_brightness, authors_saturation, authors_contrast)),
+    ("translation", (authors_translation,)),
+    ("cutout", (authors_cutout,)),
+])
+def test_diffaugment_is_the_authors_transform_draw_for_draw(policy, authors):
+    images = torch.rand(16, 3, 24, 40) * 2 - 1  # not square: height and width must not be swapped
+    torch.manual_seed(7)
+    ours = diff_augment(images, policy)
+    torch.manual_seed(7)
+    expected = images
+    for transform in authors:
+        expected = transform(expected)
+    assert torch.equal(ours, expected)
+
+
+def test_diffaugment_strengths_are_the_papers():
+    """Brightness +-0.5, saturation x[0, 2), contrast x[0.5, 1.5), shifts up to 1/8 of each side."""
+    from monet_utils import diffaugment
+    constant = torch.zeros(2000, 3, 1, 1)
+    offsets = diffaugment.brightness(constant).flatten()
+    assert -0.5 <= offsets.min() < -0.45 and 0.45 < offsets.max() < 0.5
+    images = torch.zeros(400, 1, 16, 32)
+    images[:, :, 8, 16] = 1  # one lit pixel: where it lands is the shift
+    moved = diffaugment.translation(images).flatten(1).argmax(1)
+    rows, cols = moved // 32 - 8, moved % 32 - 16
+    assert rows.abs().max() == 2 and cols.abs().max() == 4  # 16/8 and 32/8

@@ -2,6 +2,7 @@ import csv
 import json
 
 import pytest
+import torch
 
 from monet_utils import sweep
 from monet_utils.config import ConfigError
@@ -67,13 +68,20 @@ def test_grid_runs_in_parallel_skips_completed_and_resumes_interrupted(tmp_path,
     assert {p: p.stat().st_mtime_ns for p in out.glob("*/metrics.json")} == stamps
     assert all(json.loads(p.read_text())["attempts"] == 1 for p in out.glob("*/status.json"))
 
-    # A run killed mid-way leaves status "running": the next sweep runs it again, from its checkpoint.
+    # A run killed after its first step leaves status "running" and a step-1 checkpoint (the 1-step
+    # run's: the same run up to there), marked so that only a resumed run carries the mark over.
+    one_step = torch.load(out / "cycle_lambda-10.0_max_steps-1" / "checkpoints" / "latest.pt", weights_only=True)
+    one_step["history"][0]["cycle_photo"] = 123.0
+    torch.save(one_step, run / "checkpoints" / "latest.pt")
+    (run / "metrics.json").unlink()
     status = json.loads((run / "status.json").read_text())
     (run / "status.json").write_text(json.dumps({**status, "status": "running"}))
     sweep.run_sweep(grid, {**TINY, "data_dir": demo}, out, log=lambda *_: None)
     status = json.loads((run / "status.json").read_text())
     assert status["attempts"] == 2 and status["status"] == "completed"
-    assert json.loads((run / "metrics.json").read_text())["steps"] == 2  # resumed, nothing redone
+    history = torch.load(run / "checkpoints" / "latest.pt", weights_only=True)["history"]
+    assert [h["step"] for h in history] == [1, 2] and history[0]["cycle_photo"] == 123.0  # resumed, not redone
+    assert json.loads((run / "metrics.json").read_text())["steps"] == 2
 
 
 def test_a_failing_run_is_recorded_and_the_others_finish(tmp_path, demo):

@@ -35,11 +35,15 @@ def test_train_step_returns_every_named_loss_and_updates_all_networks(tiny_confi
     assert all(p.requires_grad for net in trainer.model.networks.values() for p in net.parameters())
 
 
-def test_identity_loss_is_weighted_by_half_the_cycle_lambda(tiny_config):
+def test_identity_loss_is_half_the_cycle_lambda_times_l1_by_default(tiny_config):
     photo, monet = fixed_batch()
-    with_idt = CycleGANTrainer(tiny_config).model.train_step(photo, monet)
-    double = CycleGANTrainer(tiny_config.replace(identity_weight=1.0)).model.train_step(photo, monet)
-    assert double["idt_photo2monet"] == pytest.approx(2 * with_idt["idt_photo2monet"], rel=1e-5)
+    trainer = CycleGANTrainer(tiny_config)
+    with torch.no_grad():
+        l1_photo2monet = (trainer.model.G_photo2monet(monet) - monet).abs().mean().item()
+        l1_monet2photo = (trainer.model.G_monet2photo(photo) - photo).abs().mean().item()
+    with_idt = trainer.model.train_step(photo, monet)
+    assert with_idt["idt_photo2monet"] == pytest.approx(0.5 * 10.0 * l1_photo2monet, rel=1e-5)
+    assert with_idt["idt_monet2photo"] == pytest.approx(0.5 * 10.0 * l1_monet2photo, rel=1e-5)
     without = CycleGANTrainer(tiny_config.replace(identity_weight=0.0)).model.train_step(photo, monet)
     assert without["idt_photo2monet"] == without["idt_monet2photo"] == 0.0
 
@@ -215,6 +219,8 @@ def test_each_process_draws_its_own_random_numbers_after_the_same_initial_weight
 
 
 def test_resume_restores_the_global_random_state(tiny_config):
+    """DiffAugment draws from it in every step, so a fresh trainer's state is not the saved one."""
+    tiny_config = tiny_config.replace(diffaugment="color,translation,cutout")
     trainer = CycleGANTrainer(tiny_config)
     trainer.model.train_step(*fixed_batch())
     trainer.save()
@@ -262,3 +268,48 @@ def test_a_checkpoint_of_two_gpus_resumes_on_a_machine_with_one(tiny_config, mon
     calls.clear()
     restore_rng(by_rank, rank=0, device=torch.device("cuda:0"))
     assert calls == [(20, 0)]  # each process its own rank's state, on its own device
+
+
+def test_every_loss_term_is_the_papers_computed_with_the_same_networks(tiny_config):
+    """Each term recomputed from copies of the networks as they were before the step (both losses
+    are computed before either optimizer steps). A swap of D_monet and D_photo, of the pools' fakes,
+    or of a generator's direction changes a term; the identity weight is checked by value."""
+    import copy
+    from torch.nn import functional as F
+    config = tiny_config.replace(pool_size=0, cycle_lambda=7.0, identity_weight=0.3)
+    trainer = CycleGANTrainer(config)
+    nets = {name: copy.deepcopy(net) for name, net in trainer.model.networks.items()}
+    photo, monet = fixed_batch()
+    losses = trainer.model.train_step(photo, monet)
+    G, F_, D_monet, D_photo = nets["G_photo2monet"], nets["G_monet2photo"], nets["D_monet"], nets["D_photo"]
+    mse_to = lambda prediction, value: F.mse_loss(prediction, torch.full_like(prediction, value))  # noqa: E731
+    with torch.no_grad():
+        fake_monet, fake_photo = G(photo), F_(monet)
+        expected = {
+            "adv_photo2monet": mse_to(D_monet(fake_monet), 1.0),
+            "adv_monet2photo": mse_to(D_photo(fake_photo), 1.0),
+            "cycle_photo": 7.0 * (F_(fake_monet) - photo).abs().mean(),
+            "cycle_monet": 7.0 * (G(fake_photo) - monet).abs().mean(),
+            "idt_photo2monet": 7.0 * 0.3 * (G(monet) - monet).abs().mean(),
+            "idt_monet2photo": 7.0 * 0.3 * (F_(photo) - photo).abs().mean(),
+            "D_monet": 0.5 * (mse_to(D_monet(monet), 1.0) + mse_to(D_monet(fake_monet), 0.0)),
+            "D_photo": 0.5 * (mse_to(D_photo(photo), 1.0) + mse_to(D_photo(fake_photo), 0.0)),
+        }
+    for name, value in expected.items():
+        assert losses[name] == pytest.approx(value.item(), rel=1e-5), name
+    assert len({round(v, 6) for v in losses.values()}) == len(losses)  # no two terms alike by accident
+
+
+def test_each_pool_holds_its_own_domains_fakes(tiny_config):
+    trainer = CycleGANTrainer(tiny_config.replace(pool_size=4))
+    photo, monet = fixed_batch()
+    G, F_ = (copy_of(trainer.model.G_photo2monet), copy_of(trainer.model.G_monet2photo))
+    trainer.model.train_step(photo, monet)
+    with torch.no_grad():
+        assert torch.allclose(torch.stack(trainer.model.pool_monet.images), G(photo), atol=1e-6)
+        assert torch.allclose(torch.stack(trainer.model.pool_photo.images), F_(monet), atol=1e-6)
+
+
+def copy_of(net):
+    import copy
+    return copy.deepcopy(net)

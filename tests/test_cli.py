@@ -1,0 +1,52 @@
+"""`python -m monet_utils`: every command on one line of --help, and run/train taking the same flags."""
+import re
+
+import pytest
+
+from monet_utils import runner
+from monet_utils.__main__ import main
+from monet_utils.config import CycleGANConfig
+
+COMMANDS = ("run", "train", "stylize", "export", "demo-data")
+
+
+def test_help_lists_every_command_on_one_line(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "80")  # what a terminal gives when it says nothing
+    with pytest.raises(SystemExit) as done:
+        main(["--help"])
+    assert done.value.code == 0
+    lines = capsys.readouterr().out.splitlines()
+    listed = {m[1]: m[2] for line in lines if (m := re.match(r"^    (\S+)\s{2,}(\S.*)$", line))}
+    assert set(listed) == set(COMMANDS)
+    following = lines[lines.index(next(l for l in lines if l.startswith("    run "))) + 1:]
+    assert not any(re.match(r"^\s{20,}\S", line) for line in following), "a help line wrapped"
+
+
+@pytest.mark.parametrize("command", ["run", "train"])
+def test_run_and_train_take_the_same_flags(command, capsys):
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    flags = set(re.findall(r"(--[a-z-]+|-p)\b", capsys.readouterr().out))
+    assert {"--config", "--data-dir", "--output-dir", "-p", "--parameter"} <= flags
+
+
+def test_run_takes_a_runs_config_file_and_p_over_it(tmp_path, monkeypatch):
+    seen = {}
+    monkeypatch.setattr(runner, "run_notebook", lambda parameters, output_dir, echo=None: seen.update(
+        parameters, output_dir=str(output_dir)) or tmp_path / "x.ipynb")
+    data = tmp_path / "data"
+    from .conftest import write_images
+    write_images(data / "photo_jpg", 4)
+    write_images(data / "monet_jpg", 2)
+    config = tmp_path / "config.json"
+    CycleGANConfig(epochs=7, cycle_lambda=5.0, data_dir=str(data), output_dir=str(tmp_path / "run")).save(config)
+    assert main(["run", "--config", str(config), "-p", "epochs", "3"]) == 0
+    assert (seen["epochs"], seen["cycle_lambda"], seen["data_dir"]) == (3, 5.0, str(data.resolve()))
+    assert seen["output_dir"] == str(tmp_path / "run")
+
+
+def test_run_refuses_a_config_value_the_notebook_cannot_apply(tmp_path, capsys):
+    config = tmp_path / "config.json"
+    CycleGANConfig(pool_size=10).save(config)
+    assert main(["run", "--config", str(config)]) == 2
+    assert "sets ['pool_size'], which the notebook has no parameter for" in capsys.readouterr().err
