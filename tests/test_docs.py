@@ -1,0 +1,45 @@
+"""README and docs/: short enough to read, every page linked, every command as written accepted."""
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+
+from monet_utils.__main__ import build_parser
+
+REPO = Path(__file__).resolve().parents[1]
+PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+
+
+def commands(page: Path) -> list[str]:
+    """The shell lines of a page's code blocks, continuations joined, comments dropped."""
+    blocks = re.findall(r"```(?:bash)?\n(.*?)```", page.read_text(), flags=re.S)
+    lines = "\n".join(blocks).replace("\\\n", " ").splitlines()
+    return [line.split(" #")[0].strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+
+
+def test_the_readme_is_short_and_links_every_docs_page():
+    readme = (REPO / "README.md").read_text()
+    assert len(readme.encode()) < 8 * 1024
+    linked = set(re.findall(r"\]\((docs/[^)]+)\)", readme))
+    assert all((REPO / link).exists() for link in linked), linked
+    assert {f"docs/{p.name}" for p in (REPO / "docs").glob("*.md")} <= linked
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
+def test_every_command_line_is_accepted_as_written(page):
+    checked = 0
+    for line in commands(page):
+        words = shlex.split(line.replace("$OUT", "out"))
+        if "-m" in words and words[words.index("-m") + 1] == "monet_utils":
+            args = words[words.index("-m") + 2:]
+            try:
+                build_parser().parse_args(args)
+            except SystemExit as exit_:
+                assert exit_.code == 0, f"{page.name}: {line}"  # --help exits 0
+            checked += 1
+        for word in words:  # scripts and files the line names must exist
+            if re.fullmatch(r"(benchmarks|notebooks|requirements)[\w/.-]*", word) and not word.endswith("/"):
+                assert (REPO / word).exists(), f"{page.name}: {word} in {line}"
+    if page.name == "README.md":
+        assert checked >= 3
