@@ -13,9 +13,10 @@ test: test-pinned test-kaggle
 test-pinned: $(VENV)/.installed
 	$(PYTHON) -m pytest -q
 
+# benchmarks/gpu_check.py's CPU mode is checked once, in our pins: it runs on a lent GPU, not on Kaggle.
 test-kaggle: $(KAGGLE_VENV)/.installed
 	@echo "== the same tests in Kaggle's versions (requirements-kaggle.txt) =="
-	$(KAGGLE_VENV)/bin/python -m pytest -q -p no:cacheprovider
+	$(KAGGLE_VENV)/bin/python -m pytest -q -p no:cacheprovider --ignore=tests/test_gpu_check.py
 
 $(VENV)/.installed: requirements.txt requirements-fid.txt requirements-export.txt pyproject.toml
 	python3 -m venv $(VENV)

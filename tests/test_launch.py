@@ -48,12 +48,12 @@ def wait_for_step(checkpoint: Path, step: int, run, timeout=120) -> None:
     raise AssertionError(f"no checkpoint past step {step} in {timeout} s")
 
 
-@pytest.fixture
-def long_epochs(tmp_path) -> Path:
+@pytest.fixture(scope="module")
+def long_epochs(tmp_path_factory) -> Path:
     """1,200 photos: 600 steps an epoch at batch 2, a minute or more here, so with no checkpoint due
     by step or time, a checkpoint can only come from stopping."""
     from .conftest import write_images
-    root = tmp_path / "long"
+    root = tmp_path_factory.mktemp("long")
     write_images(root / "photo_jpg", 1200, size=(32, 32), seed=1, prefix="photo")
     write_images(root / "monet_jpg", 4, size=(32, 32), seed=2, prefix="monet")
     return root
