@@ -16,6 +16,7 @@ it needs: those travel as Python 3.12 wheels.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import random
@@ -266,8 +267,9 @@ def translations(report: Report, trainer, dataset, args, out: Path) -> None:
 # --- here: score -----------------------------------------------------------------------------
 
 def score(args) -> int:
-    from monet_utils.data import MONET_DIR, PHOTO_DIR, decode_all, list_images, split_paintings
-    from monet_utils.fid import fid_scores, extract_features, find_feature_network, image_folder_batches
+    from monet_utils.data import MONET_DIR, PHOTO_DIR, list_images, split_paintings
+    from monet_utils.fid import (extract_features, fid_scores, find_feature_network, image_folder_batches,
+                                 zip_batches)
 
     network = find_feature_network()
     if network is None:
@@ -279,19 +281,16 @@ def score(args) -> int:
     if not archives:
         print(f"error: no translations_*.zip in {args.folder}", file=sys.stderr)
         return 2
-    names = [n for a in archives for n in zipfile.ZipFile(a).namelist()]
-
-    def translated():
-        for path in archives:
-            with zipfile.ZipFile(path) as archive:
-                for start in range(0, len(archive.namelist()), 32):
-                    chunk = archive.namelist()[start:start + 32]
-                    yield decode_all([zipfile.Path(archive, n).open("rb") for n in chunk], 256)
+    names = []
+    for path in archives:
+        with zipfile.ZipFile(path) as archive:
+            names += archive.namelist()
 
     photos = [data / PHOTO_DIR / name for name in names]
     real = extract_features(network, image_folder_batches(held_out), desc="held-out paintings")
     memorized = extract_features(network, image_folder_batches(training), desc="training paintings")
-    rows = {"translations": extract_features(network, translated(), desc="translations"),
+    translated = itertools.chain.from_iterable(zip_batches(path) for path in archives)
+    rows = {"translations": extract_features(network, translated, desc="translations"),
             "photos, no style (baseline)": extract_features(network, image_folder_batches(photos), desc="photos")}
     print(f"\n| {len(names):,} images against {len(held_out)} held-out paintings | FID | MiFID |\n|---|---:|---:|")
     for label, features in rows.items():

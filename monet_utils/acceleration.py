@@ -202,8 +202,7 @@ def check_accelerator(device: str = "auto") -> str:
     major, minor = cuda_capability(cuda)
     name, built_for = torch.cuda.get_device_name(cuda), torch.cuda.get_arch_list()
     # "sm_75", "sm_90a", "compute_120": the digits are the capability, a letter after them a feature set.
-    supported = {int(re.match(r"(?:sm|compute)_(\d+)", arch).group(1)) for arch in built_for
-                 if re.match(r"(?:sm|compute)_\d+", arch)}
+    supported = {int(found[1]) for arch in built_for if (found := re.match(r"(?:sm|compute)_(\d+)", arch))}
     if supported and major * 10 + minor < min(supported):
         raise RuntimeError(
             f"{name} (compute capability {major}.{minor}) is not supported by the installed PyTorch "
