@@ -52,6 +52,7 @@ class CycleGANConfig:
     max_steps: int = 0  # stop after this many optimizer steps in total; 0 = no limit
     checkpoint_every: int = 500  # steps between checkpoints (one is also written at each epoch end)
     checkpoint_minutes: float = 10.0  # also save when this long has passed since the last save; 0 = off
+    tensorboard_every: int = 50  # steps between TensorBoard writes to output_dir/tensorboard; 0 = off
     num_workers: int = 2
     device: str = "auto"  # "auto" picks cuda when available, else cpu
     gpus: int | str = "auto"  # processes: "auto" = every visible GPU (torchrun when 2+); N; with device="cpu", N CPU processes
@@ -81,7 +82,7 @@ class CycleGANConfig:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"config '{name}' must be a positive integer, got {getattr(self, name)!r}")
         for name in ("epochs", "n_res_blocks", "pool_size", "decay_epochs", "max_steps", "num_workers", "seed",
-                     "holdout_paintings"):
+                     "holdout_paintings", "tensorboard_every"):
             _check_type(self, name, int)
             if getattr(self, name) < 0:
                 raise ConfigError(f"config '{name}' must be >= 0, got {getattr(self, name)!r}")

@@ -25,6 +25,7 @@ from .cyclegan import LOSS_NAMES, CycleGAN
 from .data import make_train_loader
 from .distributed import any_rank, gather, mean_over_ranks, rank_and_world
 from .progress import progress_bar
+from .tensorboard_log import TensorBoardLog
 from .time_budget import PLAN_AFTER_STEPS, TimePlan, plan_schedule
 
 
@@ -156,7 +157,7 @@ class CycleGANTrainer:
         deadline = self.saved_at + cfg.time_budget_hours * 3600 - cfg.reserve_minutes * 60
         step_times: list[float] = []
         stopping = self.out_of_time = False  # agreed by every process, at the same step
-        with stop_requests() as stop:
+        with stop_requests() as stop, TensorBoardLog.open(cfg, self.step, self.rank) as board:
             while self.epoch < cfg.epochs and self.step < total and not (stopping or self.out_of_time):
                 loader.set_epoch(self.epoch, start_batch=self.epoch_step)
                 for real_photo, real_monet in loader:
@@ -167,6 +168,8 @@ class CycleGANTrainer:
                     self.epoch_step += 1
                     if self.model.skipped_in_a_row == 0:
                         self.history.append({"step": self.step, "epoch": self.epoch, **losses})
+                    if board:
+                        board.after_step(self.step, self.history, self.learning_rates())
                     bar.update()
                     bar.set_postfix(epoch=self.epoch, G_cycle=f"{losses['cycle_photo']:.3f}",
                                     D_monet=f"{losses['D_monet']:.3f}", refresh=False)
@@ -225,6 +228,9 @@ class CycleGANTrainer:
         for scheduler in (self.sched_G, self.sched_D):
             for group, base_lr in zip(scheduler.optimizer.param_groups, scheduler.base_lrs):
                 group["lr"] = base_lr * self.lr_factor(self.epoch)
+
+    def learning_rates(self) -> dict[str, float]:
+        return {"G": self.model.opt_G.param_groups[0]["lr"], "D": self.model.opt_D.param_groups[0]["lr"]}
 
     def checkpoint_due(self) -> bool:
         """`checkpoint_minutes` since the last save: a slow run, or a session that ends, loses at most that."""

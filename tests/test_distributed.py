@@ -1,4 +1,5 @@
 """Data-parallel training with torchrun on the CPU (gloo, two processes)."""
+import importlib.util
 import json
 import os
 import signal
@@ -13,6 +14,9 @@ import pytest
 import torch
 
 from monet_utils import runner
+
+if importlib.util.find_spec("tensorboard"):
+    from tensorboard.backend.event_processing import event_accumulator
 
 from monet_utils.checkpoints import read_checkpoint
 from monet_utils.config import ConfigError, CycleGANConfig
@@ -61,7 +65,7 @@ def biases_before_a_norm(net: torch.nn.Module) -> set[str]:
 def test_two_processes_of_batch_2_train_like_one_process_of_batch_4(dataset_dir, tmp_path):
     """InstanceNorm is per image and DDP averages the gradients: the same maths, up to the order
     of float sums. 6 photos, global batch 4: one step an epoch, 4 epochs with an LR decay."""
-    params = dict(batch_size=4, pool_size=0, epochs=4, decay_epochs=2)
+    params = dict(batch_size=4, pool_size=0, epochs=4, decay_epochs=2, tensorboard_every=1)
     two = torchrun(2, dataset_dir, tmp_path / "two", **params)
     one = torchrun(1, dataset_dir, tmp_path / "one", **params)
     assert two["step"] == one["step"] == 4 and two["epoch"] == 4
@@ -78,6 +82,15 @@ def test_two_processes_of_batch_2_train_like_one_process_of_batch_4(dataset_dir,
     assert compared > 0.99 * sum(p.numel() for net in networks.values() for p in net.parameters())
     assert len(two["pools"]) == 2 and len(one["pools"]) == 1
     assert json.loads((tmp_path / "two" / "metrics.json").read_text())["processes"] == 2
+    # TensorBoard: one writer (process 0), every step once, the global batch's losses.
+    events = list((tmp_path / "two" / "tensorboard").glob("events.out.tfevents.*"))
+    assert len(events) == 1
+    if importlib.util.find_spec("tensorboard"):
+        scalars = event_accumulator.EventAccumulator(str(events[0]))
+        scalars.Reload()
+        logged = scalars.Scalars("loss/cycle_photo")
+        assert [e.step for e in logged] == [h["step"] for h in two["history"]]
+        assert [e.value for e in logged] == pytest.approx([h["cycle_photo"] for h in two["history"]], rel=1e-6)
 
 
 def test_a_killed_run_resumes_to_the_weights_of_an_uninterrupted_one(dataset_dir, tmp_path):

@@ -1,4 +1,5 @@
 import csv
+import importlib.util
 import json
 
 import pytest
@@ -8,8 +9,11 @@ from monet_utils import sweep
 from monet_utils.config import ConfigError
 from monet_utils.demo_data import make_demo_dataset
 
+if importlib.util.find_spec("tensorboard"):
+    from tensorboard.backend.event_processing import event_multiplexer
+
 TINY = dict(image_size=32, ngf=4, ndf=4, n_res_blocks=1, batch_size=2, num_workers=0, n_samples=2,
-            estimate_mifid=False)  # the Inception pass is tested in test_notebook; here it only costs time
+            tensorboard_every=1, estimate_mifid=False)  # the Inception pass is tested in test_notebook; here it only costs time
 
 
 @pytest.fixture
@@ -60,6 +64,11 @@ def test_grid_runs_in_parallel_skips_completed_and_resumes_interrupted(tmp_path,
     assert metrics["steps"] == 2 and metrics["device"] == "cpu"
     assert json.loads((run / "config.json").read_text())["cycle_lambda"] == 10.0
     assert (run / "monet_cyclegan.ipynb").exists() and (run / "images.zip").exists()
+    if importlib.util.find_spec("tensorboard"):  # `tensorboard --logdir <sweep>` shows every run of the grid
+        runs = event_multiplexer.EventMultiplexer().AddRunsFromDirectory(str(out))
+        runs.Reload()
+        assert {name: [e.step for e in runs.Scalars(name, "loss/cycle_photo")] for name in runs.Runs()} == {
+            f"{row['run']}/tensorboard": list(range(1, row["max_steps"] + 1)) for row in rows}
 
     stamps = {p: p.stat().st_mtime_ns for p in out.glob("*/metrics.json")}
     messages = []
