@@ -1,10 +1,11 @@
-"""Build the self-contained Kaggle notebook from the primary one.
+"""Build the self-contained Kaggle (and Colab) notebook from the primary one.
 
     python -m monet_utils.kaggle_notebook    # writes notebooks/kaggle/monet_cyclegan_kaggle.ipynb
 
 Kaggle runs one notebook with no access to this repository, so the first code cell writes
 `monet_utils`' source files to a temporary folder and imports the package from there. The
-rest is the primary notebook, writing to /kaggle/working. A test fails when the committed
+rest is the primary notebook, writing to /kaggle/working, with one cell more after the parameters:
+on Colab it fetches the data and places the outputs (`colab.py`). A test fails when the committed
 file is stale against the package source.
 """
 from __future__ import annotations
@@ -37,7 +38,23 @@ monet-cyclegan repository; edit those, not this file.
 
 On Kaggle: *Add Input* the competition data (`gan-getting-started`), choose the accelerator
 **GPU T4 x2** (the P100 cannot run current PyTorch builds), internet may stay off. The run leaves
-`/kaggle/working/images.zip` for the submission."""
+`/kaggle/working/images.zip` for the submission.
+
+On Colab: add your Kaggle username and key as the secrets `KAGGLE_USERNAME` and `KAGGLE_KEY` (the
+key icon on the left; kaggle.com > Settings > API > Create New Token gives both), choose a GPU
+runtime, *Run all*, and allow Google Drive when asked. The data comes through kagglehub; the outputs
+(checkpoints, `images.zip`) go to `drive_folder` on Drive, and running again after a disconnect
+resumes from there."""
+
+# Only the built notebook runs on Colab: it needs no installed package.
+COLAB_PARAMETERS = ('drive_folder = "/content/drive/MyDrive/monet-cyclegan"  # Colab: outputs here, on Google '
+                    'Drive (mounted when needed); empty: /content/outputs, lost on a disconnect')
+COLAB_CELL = """# On Colab: the data through kagglehub with your Kaggle credentials, the outputs on Google Drive,
+# and the packages Colab lacks, installed against its PyTorch. Elsewhere this does nothing.
+from monet_utils.colab import on_colab, prepare_colab
+
+if on_colab():
+    data_dir, output_dir = prepare_colab(data_dir, drive_folder)"""
 
 INLINE_CELL = '''# monet_utils, inlined: Kaggle runs this one file without our repository.
 import pathlib, sys, tempfile
@@ -60,15 +77,17 @@ def package_sources() -> dict[str, str]:
 
 def build_kaggle_notebook(source: str | Path = NOTEBOOK) -> nbformat.NotebookNode:
     notebook = nbformat.read(source, as_version=4)
+    cells = []
     for cell in notebook.cells:
-        cell.pop("id", None)  # ids are random; leaving them out keeps the build reproducible
+        cells.append(cell)
         if "parameters" in cell.metadata.get("tags", []):
-            cell.source = kaggle_parameters(cell.source, source)
+            cell.source = kaggle_parameters(cell.source, source) + "\n" + COLAB_PARAMETERS
+            cells.append(nbformat.v4.new_code_cell(COLAB_CELL))
     inline = nbformat.v4.new_code_cell(INLINE_CELL.format(sources=_dict_literal(package_sources())))
     intro = nbformat.v4.new_markdown_cell(INTRO)
-    for cell in (intro, inline):
-        cell.pop("id", None)
-    notebook.cells = [intro, inline, *notebook.cells]
+    notebook.cells = [intro, inline, *cells]
+    for cell in notebook.cells:
+        cell.pop("id", None)  # ids are random; leaving them out keeps the build reproducible
     notebook.nbformat_minor = 4  # the version without mandatory cell ids
     return notebook
 

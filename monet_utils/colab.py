@@ -1,0 +1,147 @@
+"""Google Colab: the competition data through kagglehub with the user's Kaggle credentials, the
+outputs on Google Drive (a disconnect wipes /content, not Drive), and the few packages the
+notebook needs that Colab's image may lack, installed against its own PyTorch.
+Only the standard library here: this runs before anything else is known to be installed.
+"""
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+COMPETITION = "gan-getting-started"
+COMPETITION_URL = f"https://www.kaggle.com/competitions/{COMPETITION}"
+LOCAL_OUTPUTS = Path("/content/outputs")
+# Imported by the notebook's cells; Colab ships torch, torchvision, numpy, PIL, matplotlib and tqdm.
+NEEDED = {"albumentations": "albumentations", "torchmetrics": "torchmetrics", "kagglehub": "kagglehub",
+          "tensorboard": "tensorboard"}
+
+NO_CREDENTIALS = f"""Colab: no Kaggle credentials were found, so the competition data cannot be downloaded.
+  1. On kaggle.com: your profile > Settings > API > "Create New Token" (it downloads kaggle.json,
+     which holds your username and key).
+  2. In Colab: the key icon (Secrets) in the left bar; add KAGGLE_USERNAME and KAGGLE_KEY with
+     those two values, and switch on "Notebook access" for both.
+  3. Run all again.
+Or, without credentials: download the data from {COMPETITION_URL}/data, upload the zip, unzip it
+(`!unzip -q gan-getting-started.zip -d /content/gan-getting-started`) and set
+data_dir = "/content/gan-getting-started" in the parameters cell."""
+
+
+class ColabSetupError(RuntimeError):
+    """Colab cannot get the data: the message says what the user has to do."""
+
+
+def on_colab() -> bool:
+    try:
+        return importlib.util.find_spec("google.colab") is not None
+    except ModuleNotFoundError:  # no `google` package at all
+        return False
+
+
+def prepare_colab(data_dir: str, drive_folder: str) -> tuple[str, str]:
+    """(data_dir, output_dir) for a Colab run. Missing credentials stop it first, before the
+    Drive prompt, an install or a download; a `data_dir` given (an uploaded copy) needs none."""
+    if not data_dir and not find_kaggle_credentials():
+        raise ColabSetupError(NO_CREDENTIALS)
+    install_missing(NEEDED)
+    output_dir = place_outputs(drive_folder)
+    if not data_dir:
+        data_dir = str(download_competition_data())
+    return data_dir, str(output_dir)
+
+
+def find_kaggle_credentials() -> str | None:
+    """Where kagglehub will find the user's credentials, or None. Colab secrets are copied into
+    the environment variables that every kagglehub version reads."""
+    if os.environ.get("KAGGLE_API_TOKEN") or (os.environ.get("KAGGLE_USERNAME") and os.environ.get("KAGGLE_KEY")):
+        return "environment variables"
+    folder = Path(os.environ.get("KAGGLE_CONFIG_DIR") or Path.home() / ".kaggle")
+    for name in ("kaggle.json", "access_token"):
+        if (folder / name).is_file():
+            return str(folder / name)
+    secrets = colab_secrets("KAGGLE_USERNAME", "KAGGLE_KEY")
+    if secrets:
+        os.environ.update(secrets)
+        return "Colab secrets"
+    return None
+
+
+def colab_secrets(*names: str) -> dict[str, str]:
+    """The named Colab secrets, or {} when one is missing or the notebook may not read it."""
+    try:
+        from google.colab import errors, userdata
+    except ImportError:
+        return {}
+    try:
+        return {name: userdata.get(name) for name in names}
+    except errors.Error:  # SecretNotFoundError, NotebookAccessError, TimeoutException
+        return {}
+
+
+def install_missing(needed: dict[str, str]) -> None:
+    """pip-install the modules of `needed` (module -> package) that are not there, holding torch
+    and torchvision at the versions installed, so Colab's PyTorch is never replaced."""
+    missing = [package for module, package in needed.items() if importlib.util.find_spec(module) is None]
+    if not missing:
+        return
+    pins = [f"{name}=={importlib.metadata.version(name)}" for name in ("torch", "torchvision")
+            if importlib.util.find_spec(name)]
+    with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as constraints:
+        constraints.write("\n".join(pins) + "\n")
+    print(f"Installing {', '.join(missing)} (with {', '.join(pins) or 'no torch'} kept as installed)")
+    try:
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", *missing, "-c", constraints.name], check=True)
+    finally:
+        os.unlink(constraints.name)
+    importlib.invalidate_caches()
+
+
+def place_outputs(drive_folder: str, local: Path = LOCAL_OUTPUTS) -> Path:
+    """`drive_folder` when Google Drive can hold it (mounted here if need be: Colab asks the user
+    to allow it), else `local`, with a warning that a disconnect loses it."""
+    if drive_folder:
+        folder = Path(drive_folder)
+        drive_root = next((p for p in folder.parents if p.name == "MyDrive"), None)  # Colab: <mount>/MyDrive/...
+        problem = None
+        if drive_root is not None and not drive_root.is_dir():
+            try:
+                from google.colab import drive
+                drive.mount(str(drive_root.parent))
+            except Exception as err:  # refused, timed out, or no Colab: any of them means local outputs
+                problem = f"Google Drive was not mounted ({type(err).__name__}: {err})"
+            if problem is None and not drive_root.is_dir():
+                problem = f"{drive_root} is not there after mounting Google Drive"
+        if problem is None:
+            folder.mkdir(parents=True, exist_ok=True)
+            print(f"Outputs go to {folder}: they survive a disconnect, and running again resumes from its checkpoint")
+            return folder
+    else:
+        problem = "drive_folder is empty"
+    local.mkdir(parents=True, exist_ok=True)
+    print(f"Warning: {problem}; outputs go to {local}, which a disconnect loses")
+    return local
+
+
+def download_competition_data() -> Path:
+    """The competition's folder (photo_jpg/, monet_jpg/, ...), downloaded by kagglehub once per runtime."""
+    import kagglehub
+
+    print(f"Downloading {COMPETITION} with kagglehub (about 370 MB; cached for this runtime)")
+    try:
+        return Path(kagglehub.competition_download(COMPETITION))
+    except Exception as err:  # kagglehub's HTTP errors carry the response: 401 and 403 are the user's to fix
+        status = getattr(getattr(err, "response", None), "status_code", None)
+        if status == 403:
+            raise ColabSetupError(
+                f"Kaggle refused the download (403): the account of these credentials has not joined the "
+                f"competition. Open {COMPETITION_URL}/rules, click 'Join Competition' / 'I Understand and "
+                f"Accept', then run all again.") from None
+        if status == 401:
+            raise ColabSetupError(
+                "Kaggle refused the credentials (401): check KAGGLE_USERNAME and KAGGLE_KEY against a token "
+                "made at kaggle.com > Settings > API > Create New Token, then run all again.") from None
+        raise

@@ -1,0 +1,180 @@
+"""The built notebook on Colab, with stand-ins for `google.colab` and `kagglehub` that behave as
+the real ones do for this notebook: secrets that may be missing, a Drive that a disconnect
+unmounts but keeps, and a download that needs credentials and may be refused."""
+import importlib.metadata
+import json
+import subprocess
+import sys
+import textwrap
+import types
+from pathlib import Path
+
+import nbformat
+import papermill
+import pytest
+
+from monet_utils import colab
+from monet_utils.demo_data import make_demo_dataset
+from monet_utils.kaggle_notebook import KAGGLE_NOTEBOOK
+
+STANDINS = {
+    # A namespace package, as google/ is on Colab: google.protobuf (tensorboard's) must still import.
+    "google/colab/__init__.py": "",
+    "google/colab/errors.py": "class Error(Exception):\n    pass\n",
+    "google/colab/userdata.py": """
+        import json, os
+        from .errors import Error
+
+        class SecretNotFoundError(Error):
+            pass
+
+        def get(name):
+            secrets = json.loads(open(os.environ["STANDIN_SECRETS"]).read())
+            if name not in secrets:
+                raise SecretNotFoundError(f"Secret {name} does not exist.")
+            return secrets[name]
+        """,
+    "google/colab/drive.py": """
+        import os
+
+        def mount(mountpoint):  # Drive's files live on in STANDIN_DRIVE; the mount shows them
+            with open(os.environ["STANDIN_LOG"], "a") as log:
+                log.write(f"mount {mountpoint}\\n")
+            os.makedirs(mountpoint, exist_ok=True)
+            os.symlink(os.environ["STANDIN_DRIVE"], os.path.join(mountpoint, "MyDrive"))
+        """,
+    "kagglehub/__init__.py": """
+        import os
+
+        def competition_download(handle):
+            if not (os.environ.get("KAGGLE_USERNAME") and os.environ.get("KAGGLE_KEY")):
+                raise RuntimeError("no credentials")  # the real one sends an anonymous request: 401
+            with open(os.environ["STANDIN_LOG"], "a") as log:
+                log.write(f"download {handle} as {os.environ['KAGGLE_USERNAME']}\\n")
+            return os.environ["STANDIN_DATA"]
+        """,
+}
+TINY = dict(image_size=32, ngf=4, ndf=4, n_res_blocks=1, batch_size=2, num_workers=0, n_samples=2,
+            estimate_mifid=False, tensorboard_every=1, epochs=2)
+
+
+@pytest.fixture
+def colab_runtime(tmp_path, monkeypatch):
+    """Stand-in modules on the kernel's path, no credentials but the secrets file, a Drive."""
+    standins = tmp_path / "standins"
+    for name, source in STANDINS.items():
+        (standins / name).parent.mkdir(parents=True, exist_ok=True)
+        (standins / name).write_text(textwrap.dedent(source))
+    monkeypatch.setenv("PYTHONPATH", str(standins))
+    (tmp_path / "home").mkdir()
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))  # no ~/.kaggle/kaggle.json
+    monkeypatch.setenv("TMPDIR", str(tmp_path))  # the inlined package goes here
+    for name in ("KAGGLE_USERNAME", "KAGGLE_KEY", "KAGGLE_API_TOKEN", "KAGGLE_CONFIG_DIR", "DATA_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    (tmp_path / "drive-storage").mkdir()
+    paths = dict(secrets=tmp_path / "secrets.json", log=tmp_path / "standin.log", drive=tmp_path / "drive-storage",
+                 data=make_demo_dataset(tmp_path / "download", n_photos=6, n_paintings=3, progress=False),
+                 mount=tmp_path / "content" / "drive")
+    for name in ("secrets", "log", "drive", "data"):
+        monkeypatch.setenv(f"STANDIN_{name.upper()}", str(paths[name]))
+    paths["log"].write_text("")
+    return paths
+
+
+def run_on_colab(runtime, tmp_path, **parameters):
+    drive_folder = runtime["mount"] / "MyDrive" / "monet"
+    executed = tmp_path / "executed.ipynb"
+    papermill.execute_notebook(str(KAGGLE_NOTEBOOK), str(executed), cwd=str(tmp_path), progress_bar=False,
+                               kernel_name="python3",
+                               parameters={**TINY, "drive_folder": str(drive_folder), **parameters})
+    return "".join(str(o) for c in nbformat.read(executed, as_version=4).cells for o in c.get("outputs", []))
+
+
+def test_colab_gets_the_data_through_kagglehub_writes_to_drive_and_resumes_there(colab_runtime, tmp_path):
+    colab_runtime["secrets"].write_text(json.dumps({"KAGGLE_USERNAME": "painter", "KAGGLE_KEY": "k3y"}))
+    text = run_on_colab(colab_runtime, tmp_path, max_steps=2)
+    assert colab_runtime["log"].read_text().splitlines() == [
+        f"mount {colab_runtime['mount']}", "download gan-getting-started as painter"]
+    on_drive = colab_runtime["drive"] / "monet"  # what outlives the runtime
+    assert (on_drive / "images.zip").exists()
+    assert torch_load_step(on_drive / "checkpoints" / "latest.pt") == 2
+    assert "6 photos and 3 paintings in " + str(colab_runtime["data"]) in text
+    assert "survive a disconnect" in text
+
+    (colab_runtime["mount"] / "MyDrive").unlink()  # a disconnect: a new runtime, Drive not mounted
+    text = run_on_colab(colab_runtime, tmp_path, max_steps=4)  # the same notebook, a longer schedule
+    assert "Resuming from " + str(colab_runtime["mount"] / "MyDrive" / "monet" / "checkpoints" / "latest.pt") in text
+    assert torch_load_step(on_drive / "checkpoints" / "latest.pt") == 4
+    assert len(list((on_drive / "tensorboard").glob("events.out.tfevents.*"))) == 2  # one per session
+    assert not Path("/kaggle/working").exists()
+
+
+def test_without_credentials_colab_stops_before_any_set_up(colab_runtime, tmp_path):
+    colab_runtime["secrets"].write_text("{}")
+    with pytest.raises(papermill.PapermillExecutionError) as failure:
+        run_on_colab(colab_runtime, tmp_path, max_steps=2)
+    assert failure.value.ename == "ColabSetupError"
+    assert "KAGGLE_USERNAME and KAGGLE_KEY" in failure.value.evalue and "data_dir" in failure.value.evalue
+    assert failure.value.source.startswith("# On Colab")  # the cell after the parameters: nothing is set up yet
+    assert colab_runtime["log"].read_text() == ""
+    assert not colab_runtime["mount"].exists() and not any(colab_runtime["drive"].iterdir())
+
+
+def torch_load_step(path: Path) -> int:
+    import torch
+    return torch.load(path, weights_only=True)["step"]
+
+
+class Refusal(Exception):
+    def __init__(self, status):
+        super().__init__(f"{status} Client Error")
+        self.response = types.SimpleNamespace(status_code=status)
+
+
+@pytest.mark.parametrize("status, expected", [(403, f"{colab.COMPETITION_URL}/rules"), (401, "KAGGLE_KEY")])
+def test_a_refused_download_says_what_to_do(monkeypatch, status, expected):
+    def refuse(handle):
+        raise Refusal(status)
+    monkeypatch.setitem(sys.modules, "kagglehub", types.SimpleNamespace(competition_download=refuse))
+    with pytest.raises(colab.ColabSetupError, match=expected):
+        colab.download_competition_data()
+
+
+def test_credentials_from_the_environment_or_kaggle_json(tmp_path, monkeypatch):
+    for name in ("KAGGLE_USERNAME", "KAGGLE_KEY", "KAGGLE_API_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("KAGGLE_CONFIG_DIR", str(tmp_path))
+    monkeypatch.setattr(colab, "colab_secrets", lambda *names: {})
+    assert colab.find_kaggle_credentials() is None
+    (tmp_path / "kaggle.json").write_text('{"username": "u", "key": "k"}')
+    assert colab.find_kaggle_credentials() == str(tmp_path / "kaggle.json")
+    (tmp_path / "kaggle.json").unlink()
+    monkeypatch.setenv("KAGGLE_USERNAME", "u")
+    assert colab.find_kaggle_credentials() is None  # a username alone is not enough
+    monkeypatch.setenv("KAGGLE_KEY", "k")
+    assert colab.find_kaggle_credentials() == "environment variables"
+
+
+def test_outputs_fall_back_to_local_with_a_warning_when_drive_cannot_be_mounted(tmp_path, capsys):
+    local = tmp_path / "content" / "outputs"
+    assert colab.place_outputs(str(tmp_path / "drive" / "MyDrive" / "monet"), local) == local  # no google.colab here
+    assert "Warning: Google Drive was not mounted" in capsys.readouterr().out and local.is_dir()
+    assert colab.place_outputs("", local) == local
+    assert "Warning: drive_folder is empty" in capsys.readouterr().out
+    plain = tmp_path / "somewhere" / "kept"  # not on Drive: used as it is
+    assert colab.place_outputs(str(plain), local) == plain and plain.is_dir()
+
+
+def test_missing_packages_are_installed_with_torch_held_at_its_version(monkeypatch):
+    calls = []
+
+    def pip(command, check):
+        calls.append((command, Path(command[-1]).read_text()))
+    monkeypatch.setattr(subprocess, "run", pip)
+    colab.install_missing({"json": "json", "surely_not_a_module_here": "some-package"})
+    (command, constraints), = calls
+    assert command[:5] == [sys.executable, "-m", "pip", "install", "-q"] and command[5] == "some-package"
+    assert f"torch=={importlib.metadata.version('torch')}" in constraints.splitlines()
+    calls.clear()
+    colab.install_missing({"json": "json"})
+    assert calls == []
