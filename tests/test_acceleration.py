@@ -109,7 +109,7 @@ def fake_gpus(monkeypatch, *capabilities):
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
 
 
-@pytest.mark.parametrize("capability, amp, compiled", [((9, 0), "bf16", True), ((8, 0), "bf16", True),
+@pytest.mark.parametrize("capability, amp, compiled", [((9, 0), "bf16", True), ((8, 9), "bf16", True), ((8, 0), "bf16", True),
                                                        ((7, 5), "fp16", True), ((7, 0), "fp16", True),
                                                        ((6, 0), "fp16", False)])
 def test_auto_on_cuda_follows_the_compute_capability(monkeypatch, capability, amp, compiled):
