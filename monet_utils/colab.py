@@ -130,7 +130,7 @@ def download_competition_data() -> Path:
     """The competition's folder (photo_jpg/, monet_jpg/, ...), downloaded by kagglehub once per runtime."""
     import kagglehub
 
-    print(f"Downloading {COMPETITION} with kagglehub (about 370 MB; cached for this runtime)")
+    print(f"Downloading {COMPETITION} with kagglehub (a few hundred MB, once per runtime)")
     try:
         return Path(kagglehub.competition_download(COMPETITION))
     except Exception as err:  # kagglehub's HTTP errors carry the response: 401 and 403 are the user's to fix

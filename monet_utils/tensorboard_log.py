@@ -67,4 +67,4 @@ class TensorBoardLog:
         self.seconds += time.perf_counter() - started
         elapsed = time.perf_counter() - self.opened
         return (f"TensorBoard: {self.writes} writes to {self.writer.log_dir}, {self.seconds:.2f} s of "
-                f"{elapsed:.0f} s of training ({100 * self.seconds / elapsed:.2f}%)")
+                f"{elapsed:.0f} s of training ({100 * self.seconds / elapsed:.3f}%)")

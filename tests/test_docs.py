@@ -22,8 +22,17 @@ def test_the_readme_is_short_and_links_every_docs_page():
     readme = (REPO / "README.md").read_text()
     assert len(readme.encode()) < 8 * 1024
     linked = set(re.findall(r"\]\((docs/[^)]+)\)", readme))
-    assert all((REPO / link).exists() for link in linked), linked
-    assert {f"docs/{p.name}" for p in (REPO / "docs").glob("*.md")} <= linked
+    pages = {link.split("#")[0] for link in linked}
+    assert all((REPO / page).exists() for page in pages), pages
+    assert {f"docs/{p.name}" for p in (REPO / "docs").glob("*.md")} <= pages
+    for page, anchor in (link.split("#") for link in linked if "#" in link):
+        assert anchor in heading_anchors(REPO / page), (page, anchor)
+
+
+def heading_anchors(page: Path) -> set[str]:
+    """GitHub's anchors for a page's headings: lower case, punctuation dropped, spaces as hyphens."""
+    headings = re.findall(r"^#+ (.+)$", page.read_text(), flags=re.MULTILINE)
+    return {re.sub(r"[^\w\- ]", "", heading.lower()).replace(" ", "-") for heading in headings}
 
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
