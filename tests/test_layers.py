@@ -13,11 +13,12 @@ LAYERS = [  # top first
     {"runner"},
     {"launch", "submission"},
     {"training", "stylize"},
+    {"tensorboard_log"},
     {"cyclegan", "export"},
     {"checkpoints", "demo_data", "plots", "fid"},
     {"acceleration", "distributed", "data"},
     {"config"},
-    {"files", "diffaugment", "progress", "time_budget", "image_pool", "losses", "models", "torchrun"},
+    {"files", "diffaugment", "progress", "time_budget", "image_pool", "losses", "models", "torchrun", "colab"},
 ]
 
 
