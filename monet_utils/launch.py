@@ -27,6 +27,7 @@ from .checkpoints import CheckpointError, interrupted_message
 from .config import ConfigError, CycleGANConfig, parse_value, write_json
 from .data import DataError, build_dataset, check_data_fits, find_data_dir
 from .distributed import init_process_group, process_count
+from .evaluation import Evaluator
 from .torchrun import stop_with_parent
 from .training import CycleGANTrainer, TrainingInterrupted
 
@@ -47,7 +48,8 @@ def train(trainer: CycleGANTrainer, dataset, stream=None) -> list[dict]:
     after which `trainer` loads the checkpoint they wrote. Returns the loss history."""
     nproc = process_count(trainer.config)
     if nproc == 1:
-        return trainer.fit(trainer.train_loader(dataset))
+        return trainer.fit(trainer.train_loader(dataset), evaluator=Evaluator.for_run(trainer.config, dataset,
+                                                                                       trainer.device))
     print(f"Training with {nproc} processes (torchrun); their output follows.")
     with off_the_device(trainer):  # the workers need GPU 0's memory more than this copy does
         launch_workers(trainer.config, nproc, stream)
@@ -96,7 +98,8 @@ def run_worker(config: CycleGANConfig, progress: bool = True) -> None:
     try:
         dataset = build_dataset(config, find_data_dir(config.data_dir))
         trainer = CycleGANTrainer(config, device=device)
-        trainer.fit(trainer.train_loader(dataset), progress=progress)
+        evaluator = Evaluator.for_run(config, dataset, trainer.device, trainer.rank)
+        trainer.fit(trainer.train_loader(dataset), progress=progress, evaluator=evaluator)
         if trainer.rank == 0:
             write_json(Path(config.output_dir) / "metrics.json", trainer.metrics())
         if distributed:

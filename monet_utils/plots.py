@@ -61,17 +61,29 @@ def smooth(values, window: int) -> np.ndarray:
     return (cumulative[1:] - cumulative[starts]) / counts
 
 
-def plot_losses(history: list[dict], path=None, window: int | None = None) -> plt.Figure:
-    """Smoothed loss curves: generator terms on the left, discriminators on the right."""
+def plot_losses(history: list[dict], path=None, window: int | None = None, evaluations: list[dict] | None = None
+                ) -> plt.Figure:
+    """Smoothed loss curves: generator terms, then discriminators; with `evaluations` (the
+    trainer's), a third panel of FID and MiFID by step, the best marked."""
     if not history:
         raise ValueError("plot_losses: the loss history is empty (no training steps were run)")
     steps = [record["step"] for record in history]
     window = window or max(1, len(history) // 50)
-    fig, (ax_g, ax_d) = plt.subplots(1, 2, figsize=(13, 4.5))
-    for ax, terms, title in ((ax_g, GENERATOR_TERMS, "Generators"), (ax_d, DISCRIMINATOR_TERMS, "Discriminators")):
+    fig, axes = plt.subplots(1, 3 if evaluations else 2, figsize=(19.5 if evaluations else 13, 4.5))
+    for ax, terms, title in zip(axes, (GENERATOR_TERMS, DISCRIMINATOR_TERMS), ("Generators", "Discriminators")):
         for term in terms:
             ax.plot(steps, smooth([record[term] for record in history], window), label=term)
         ax.set(title=f"{title} (running mean over {window} steps)", xlabel="step", ylabel="loss")
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+    if evaluations:
+        ax = axes[2]
+        for name in ("fid", "mifid"):
+            ax.plot([e["step"] for e in evaluations], [e[name] for e in evaluations], marker="o", label=name.upper())
+        best = min(evaluations, key=lambda e: e["fid"])
+        ax.scatter([best["step"]], [best["fid"]], s=160, marker="*", color="gold", edgecolor="black", zorder=3,
+                   label=f"best: FID {best['fid']:.1f} at step {best['step']:,}")
+        ax.set(title="Evaluations (lower is better)", xlabel="step", ylabel="score")
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
     save_figure(fig, path)

@@ -1,5 +1,6 @@
 """TensorBoard event files of a run, under output_dir/tensorboard: every `tensorboard_every` steps,
-the mean of each loss over those steps, both learning rates and the steps per second. Process 0
+the mean of each loss over those steps, both learning rates and the steps per second; at each
+evaluation (evaluation.py) the FID, the MiFID and the sample grid. Process 0
 alone writes. A resumed run appends to the same folder and first hides what the interrupted run
 logged after its checkpoint (the writer's `purge_step`), so no step shows twice.
 """
@@ -58,6 +59,13 @@ class TensorBoardLog:
         self.writer.add_scalar("speed/steps_per_second", (step - self.last_step) / (started - self.last_time), step)
         self.last_step, self.last_time = step, started
         self.writes += 1
+        self.seconds += time.perf_counter() - started
+
+    def log_evaluation(self, step: int, scores: dict, grid) -> None:
+        started = time.perf_counter()
+        self.writer.add_scalar("eval/fid", scores["fid"], step)
+        self.writer.add_scalar("eval/mifid", scores["mifid"], step)
+        self.writer.add_figure("eval/samples", grid, step, close=False)
         self.seconds += time.perf_counter() - started
 
     def close(self) -> str:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import os
 import signal
 import statistics
@@ -16,14 +17,15 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import torch
 
 from .acceleration import resolve_device, resolve_speed
-from .checkpoints import check_architecture, existing_file, read_checkpoint, write_checkpoint
-from .config import CycleGANConfig
+from .checkpoints import check_architecture, existing_file, load_generator, read_checkpoint, write_checkpoint
+from .config import CycleGANConfig, write_json
 from .cyclegan import LOSS_NAMES, CycleGAN
 from .data import make_train_loader
-from .distributed import any_rank, gather, mean_over_ranks, rank_and_world
+from .distributed import any_rank, from_first_rank, gather, mean_over_ranks, rank_and_world
 from .progress import progress_bar
 from .tensorboard_log import TensorBoardLog
 from .time_budget import PLAN_AFTER_STEPS, TimePlan, plan_schedule
@@ -97,6 +99,8 @@ class CycleGANTrainer:
         self.step = self.epoch = self.epoch_step = 0  # epoch_step: steps done in the current epoch
         self.train_seconds = 0.0  # summed over resumed runs
         self.history: list[dict] = []
+        self.evaluations: list[dict] = []  # {"step", "epoch", "fid", "mifid", "seconds"} of each evaluation
+        self.evaluated_at = time.monotonic()  # when the last evaluation ended
         self.processes = self.world_size  # the processes that trained the weights held (a loaded checkpoint's)
         self.saved_at = time.monotonic()  # when the last checkpoint was written
         self.plan: TimePlan | None = None  # the schedule `time_budget_hours` chose, kept by checkpoints
@@ -105,6 +109,11 @@ class CycleGANTrainer:
     @property
     def checkpoint_path(self) -> Path:
         return Path(self.config.output_dir) / "checkpoints" / "latest.pt"
+
+    @property
+    def best_path(self) -> Path:
+        """The checkpoint of the best held-out FID so far; best.json beside it holds its evaluation."""
+        return self.checkpoint_path.with_name("best.pt")
 
     def lr_factor(self, epoch: int) -> float:
         """The LR multiplier during `epoch` (from 0): constant, then the reference's `linear` policy
@@ -135,9 +144,11 @@ class CycleGANTrainer:
             print(f"Resuming from {path}: step {self.step}, epoch {self.epoch + 1} of "
                   f"{self.config.epochs or 'those the time budget allows'}")
 
-    def fit(self, loader, resume: bool = True, progress: bool = True) -> list[dict]:
+    def fit(self, loader, resume: bool = True, progress: bool = True, evaluator=None) -> list[dict]:
         """Train to `epochs` (or `max_steps`), checkpointing as it goes; resumes (`resume`).
-        `loader` comes from `data.make_train_loader`. With `time_budget_hours`, training stops
+        `loader` comes from `data.make_train_loader`. With an `evaluation.Evaluator` (every process
+        passes one, or none), the generator is scored every `eval_every` epochs, every
+        `eval_minutes`, and at the end (`evaluate`). With `time_budget_hours`, training stops
         when the session's training time is spent (`out_of_time`), with a checkpoint to continue
         from, and `epochs=0` is planned after the first steps to fit the budget. SIGINT (Ctrl-C,
         Jupyter's interrupt) or SIGTERM stops it after the current step with a checkpoint
@@ -153,7 +164,7 @@ class CycleGANTrainer:
         bar = progress_bar(total=total, initial=min(self.step, total), desc="training", unit="step",
                            disable=not progress or self.rank != 0)
         started = time.perf_counter() - self.train_seconds
-        self.saved_at = time.monotonic()
+        self.saved_at = self.evaluated_at = time.monotonic()
         deadline = self.saved_at + cfg.time_budget_hours * 3600 - cfg.reserve_minutes * 60
         step_times: list[float] = []
         stopping = self.out_of_time = False  # agreed by every process, at the same step
@@ -178,11 +189,18 @@ class CycleGANTrainer:
                         planning = False
                         self.make_plan(step_times, loader.steps_per_epoch)
                         total = bar.total = self.total_steps(loader.steps_per_epoch)
-                    stopping, due, self.out_of_time = any_rank(
-                        bool(stop), self.checkpoint_due(), bool(cfg.time_budget_hours) and time.monotonic() >= deadline)
+                    stopping, due, self.out_of_time, evaluation_due = any_rank(
+                        bool(stop), self.checkpoint_due(), bool(cfg.time_budget_hours) and time.monotonic() >= deadline,
+                        bool(evaluator) and self.evaluation_due())
+                    epoch_ends = self.epoch_step == loader.steps_per_epoch  # saved below in any case
+                    if evaluator and not stopping and (
+                            evaluation_due or self.step >= total or self.out_of_time
+                            or (epoch_ends and cfg.eval_every and (self.epoch + 1) % cfg.eval_every == 0)):
+                        line = self.evaluate(evaluator, board)
+                        if self.rank == 0:
+                            bar.write(line)
                     if self.step >= total or stopping or self.out_of_time:
                         break
-                    epoch_ends = self.epoch_step == loader.steps_per_epoch  # saved below in any case
                     if not epoch_ends and (self.step % cfg.checkpoint_every == 0 or due):
                         self.save()
                 if self.epoch_step >= loader.steps_per_epoch:  # also when max_steps ends exactly on an epoch
@@ -232,6 +250,56 @@ class CycleGANTrainer:
     def learning_rates(self) -> dict[str, float]:
         return {"G": self.model.opt_G.param_groups[0]["lr"], "D": self.model.opt_D.param_groups[0]["lr"]}
 
+    def evaluation_due(self) -> bool:
+        """`eval_minutes` since the last evaluation (or since training started)."""
+        return bool(self.config.eval_minutes) and (
+            time.monotonic() - self.evaluated_at >= self.config.eval_minutes * 60)
+
+    def evaluate(self, evaluator, board=None) -> str:
+        """Score the generator now: process 0 evaluates, every process records its scores, and a
+        better FID than best.json's is saved as best.pt by all together (a checkpoint is a
+        collective). Returns the line that says what it found and what it cost."""
+        shared = torch.zeros(4, dtype=torch.float64)
+        if self.rank == 0:
+            scores, grid = evaluator.evaluate(self.model.G_photo2monet, self.model.G_monet2photo, self.step,
+                                              Path(self.config.output_dir) / "samples")
+            best = self.best_evaluation()
+            improved = best is None or scores["fid"] < best["fid"]
+            shared = torch.tensor([scores["fid"], scores["mifid"], scores["seconds"], improved], dtype=torch.float64)
+            if board:
+                board.log_evaluation(self.step, scores, grid)
+            plt.close(grid)
+        fid, mifid, seconds, improved = from_first_rank(shared).tolist()
+        record = {"step": self.step, "epoch": self.epoch, "fid": fid, "mifid": mifid, "seconds": round(seconds, 2)}
+        self.evaluations.append(record)
+        if improved:
+            self.save(self.best_path)
+            if self.rank == 0:
+                write_json(self.best_path.with_suffix(".json"), record)
+        self.evaluated_at = time.monotonic()
+        spent = sum(e["seconds"] for e in self.evaluations)
+        return (f"Evaluation at step {self.step:,}: FID {fid:.2f}, MiFID {mifid:.2f} ({evaluator.describe_reference}); "
+                f"{seconds:.1f} s, evaluations so far {100 * spent / max(self.train_seconds, 1e-9):.1f}% of the "
+                f"training time" + ("; the best yet, saved as checkpoints/best.pt" if improved else ""))
+
+    def best_evaluation(self) -> dict | None:
+        """best.pt's evaluation (best.json), or None when no evaluation has saved one here."""
+        path = self.best_path.with_suffix(".json")
+        return json.loads(path.read_text()) if path.exists() and self.best_path.exists() else None
+
+    def submission_generator(self) -> torch.nn.Module:
+        """The photo -> Monet generator that writes images.zip: best.pt's when `submit_from` is
+        "best" and an evaluation saved one, else the generator as trained last. Says which."""
+        best = self.best_evaluation()
+        if self.config.submit_from == "best" and best:
+            generator, _ = load_generator(self.best_path, device=str(self.device))
+            print(f"Submitting the generator of {self.best_path}: step {best['step']:,}, FID {best['fid']:.2f} "
+                  f"(training went on to step {self.step:,})")
+            return generator
+        why = "submit_from='latest'" if self.config.submit_from == "latest" else "no evaluation saved a best.pt"
+        print(f"Submitting the generator as trained last, step {self.step:,} ({why})")
+        return self.model.G_photo2monet
+
     def checkpoint_due(self) -> bool:
         """`checkpoint_minutes` since the last save: a slow run, or a session that ends, loses at most that."""
         return bool(self.config.checkpoint_minutes) and (
@@ -244,7 +312,7 @@ class CycleGANTrainer:
             "sched_G": self.sched_G.state_dict(), "sched_D": self.sched_D.state_dict(),
             "rng": gather(rng_state(self.device)),  # every process's own streams, by rank
             "step": self.step, "epoch": self.epoch, "epoch_step": self.epoch_step,
-            "train_seconds": self.train_seconds, "history": self.history,
+            "train_seconds": self.train_seconds, "history": self.history, "evaluations": self.evaluations,
             "plan": asdict(self.plan) if self.plan else None,
         }
 
@@ -267,6 +335,7 @@ class CycleGANTrainer:
         restore_rng(state, self.rank, self.device)
         self.step, self.epoch, self.epoch_step = state["step"], state["epoch"], state["epoch_step"]
         self.train_seconds, self.history = state["train_seconds"], state["history"]
+        self.evaluations = state.get("evaluations", [])
         if state.get("plan"):
             self.apply_plan(TimePlan(**state["plan"]))
 
@@ -283,6 +352,8 @@ class CycleGANTrainer:
             "device": str(self.device), "processes": self.processes, "speed": asdict(self.speed),
             "skipped_steps": self.model.skipped_total, "time_plan": asdict(self.plan) if self.plan else None,
             "out_of_time": self.out_of_time,
+            "evaluations": self.evaluations,
+            "best_evaluation": min(self.evaluations, key=lambda e: e["fid"]) if self.evaluations else None,
             "final": {name: mean(tail, name) for name in LOSS_NAMES},
             "mean": {name: mean(self.history, name) for name in LOSS_NAMES},
         }

@@ -48,3 +48,14 @@ def dataset_dir(tmp_path) -> Path:
 def tiny_config(tmp_path) -> CycleGANConfig:
     return CycleGANConfig(image_size=32, ngf=4, ndf=4, n_res_blocks=1, batch_size=2, num_workers=0,
                           pool_size=3, device="cpu", amp="off", output_dir=str(tmp_path / "out"))
+
+
+@pytest.fixture
+def feature_network(tmp_path) -> Path:
+    """A TorchScript stand-in for the FID Inception file: images -> 2 features (a 2-D FID is
+    well defined from 3 images a side), loaded by the same code as the real file."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 2, kernel_size=16, stride=16), torch.nn.Tanh())
+    path = tmp_path / "features.pt"
+    torch.jit.save(torch.jit.script(net), str(path))
+    return path

