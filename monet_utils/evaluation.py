@@ -63,11 +63,13 @@ class Evaluator:
         modes = G_photo2monet.training, G_monet2photo.training
         G_photo2monet.eval()
         G_monet2photo.eval()
+        # Eager: a compiled generator would compile again for eval mode and for each new batch size.
         try:
-            fakes = self.features(self.translations(G_photo2monet), "generated")
-            size = self.config.image_size
-            grid = plot_samples(G_photo2monet, G_monet2photo, load_images(self.photo_paths[:SAMPLES], size),
-                                load_images(self.sample_paintings, size), path=samples_dir / f"step_{step}.png")
+            with torch.compiler.set_stance("force_eager"):
+                fakes = self.features(self.translations(G_photo2monet), "generated")
+                size = self.config.image_size
+                grid = plot_samples(G_photo2monet, G_monet2photo, load_images(self.photo_paths[:SAMPLES], size),
+                                    load_images(self.sample_paintings, size), path=samples_dir / f"step_{step}.png")
         finally:
             G_photo2monet.train(modes[0])
             G_monet2photo.train(modes[1])

@@ -122,3 +122,20 @@ def test_evaluations_go_to_tensorboard(eval_config, dataset_dir):
         assert [(e.step, pytest.approx(e.value, rel=1e-6)) for e in logged] == [
             (r["step"], r[name]) for r in trainer.evaluations]
     assert [e.step for e in events.Images("eval/samples")] == [3, 6]
+
+
+def test_a_compiled_generator_is_not_compiled_again_to_evaluate(eval_config, dataset_dir, tmp_path):
+    """Eval mode and the evaluation's batch size would each be a new graph for torch.compile."""
+    from torch._dynamo.testing import CompileCounter
+
+    trainer = CycleGANTrainer(eval_config.replace(eval_every=1))
+    counter = CompileCounter()
+    trainer.model.G_photo2monet.compile(backend=counter)
+    dataset = build_dataset(trainer.config, dataset_dir)
+    photos, paintings = next(iter(trainer.train_loader(dataset)))
+    trainer.model.train_step(photos, paintings)
+    compiled = counter.frame_count
+    assert compiled > 0
+    evaluator = evaluation.Evaluator.for_run(trainer.config, dataset, trainer.device)
+    evaluator.evaluate(trainer.model.G_photo2monet, trainer.model.G_monet2photo, 1, tmp_path / "samples")
+    assert counter.frame_count == compiled and trainer.model.G_photo2monet.training
