@@ -39,7 +39,7 @@ from .cyclegan import LOSS_NAMES  # noqa: E402
 # MiFID when every run has one (the competition's score); else the cycle loss (cycle_photo +
 # cycle_monet over the last tenth of the run), which is only comparable across equal lambdas.
 SORT_DEFAULT = "auto"
-METRICS = ("final_cycle", "mifid", "seconds_per_step", "wall_seconds", "steps",
+METRICS = ("final_cycle", "mifid", "best_fid", "seconds_per_step", "wall_seconds", "steps",
            *(f"final_{name}" for name in LOSS_NAMES), *(f"mean_{name}" for name in LOSS_NAMES))
 
 
@@ -158,7 +158,7 @@ def run_row(out: Path, name: str, parameters: dict) -> dict:
         metrics = json.loads(metrics_path.read_text())
         row.update(steps=metrics["steps"], device=metrics["device"], seconds_per_step=metrics["seconds_per_step"],
                    final_cycle=metrics["final"]["cycle_photo"] + metrics["final"]["cycle_monet"],
-                   mifid=metrics.get("mifid"))
+                   mifid=metrics.get("mifid"), best_fid=(metrics.get("best_evaluation") or {}).get("fid"))
         row.update({f"final_{k}": v for k, v in metrics["final"].items()})
         row.update({f"mean_{k}": v for k, v in metrics["mean"].items()})
     elif status.get("status") == "failed":
@@ -181,8 +181,8 @@ def summarize(out: Path, runs: list[tuple[str, dict]], swept: list[str], sort_by
         writer.writeheader()
         writer.writerows(rows)
     shown = ["run", "status", *swept, "steps", "final_cycle", "final_D_monet", "final_D_photo",
-             "seconds_per_step", "wall_seconds", "mifid", "error"]
-    shown = [c for c in dict.fromkeys(shown) if any(c in r for r in rows)]
+             "seconds_per_step", "wall_seconds", "mifid", "best_fid", "error"]
+    shown = [c for c in dict.fromkeys(shown) if any(r.get(c) is not None for r in rows)]
     lines = [f"# Sweep summary ({len(completed)} of {len(rows)} runs completed; sorted by {sort_by})", "",
              "| " + " | ".join(shown) + " |", "|" + " --- |" * len(shown)]
     lines += ["| " + " | ".join(_cell(r.get(c)) for c in shown) + " |" for r in rows]

@@ -119,8 +119,11 @@ def test_summary_sorts_by_mifid_when_every_run_has_it(tmp_path):
         (run / "status.json").write_text(json.dumps({"status": "completed", "wall_seconds": 1.0}))
         losses = {k: 0.1 for k in sweep.LOSS_NAMES} | {"cycle_photo": cycle, "cycle_monet": 0.0}
         metrics = {"steps": 1, "device": "cpu", "seconds_per_step": 1.0, "final": losses, "mean": losses}
-        (run / "metrics.json").write_text(json.dumps(metrics | ({"mifid": mifid} if mifid else {})))
+        best = {"best_evaluation": {"step": 1, "fid": 2 * mifid}} if mifid else {}  # evaluations during training
+        (run / "metrics.json").write_text(json.dumps(metrics | ({"mifid": mifid} if mifid else {}) | best))
         runs.append((name, {"epochs": 1}))
     assert [r["run"] for r in sweep.summarize(tmp_path, runs[:2], ["epochs"])] == ["b", "a"]  # by MiFID
+    assert [r["run"] for r in sweep.summarize(tmp_path, runs, ["epochs"], sort_by="best_fid")] == ["b", "a", "c"]
+    assert "| mifid | best_fid |" in (tmp_path / "summary.md").read_text()
     assert [r["run"] for r in sweep.summarize(tmp_path, runs, ["epochs"])] == ["c", "a", "b"]  # one lacks it
     assert "sorted by final_cycle" in (tmp_path / "summary.md").read_text()
