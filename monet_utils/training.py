@@ -180,7 +180,7 @@ class CycleGANTrainer:
                     if self.model.skipped_in_a_row == 0:
                         self.history.append({"step": self.step, "epoch": self.epoch, **losses})
                     if board:
-                        board.after_step(self.step, self.history, self.learning_rates())
+                        board.after_step(self.step, self.history, self.learning_rates)
                     bar.update()
                     bar.set_postfix(epoch=self.epoch, G_cycle=f"{losses['cycle_photo']:.3f}",
                                     D_monet=f"{losses['D_monet']:.3f}", refresh=False)
