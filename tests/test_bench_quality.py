@@ -1,0 +1,43 @@
+"""The quality benchmark's periodic-artifact measure: it must see the dot mosaic of a stride-2
+upsampling and not mistake natural images for one."""
+import importlib.util
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_quality.py"
+spec = importlib.util.spec_from_file_location("bench_quality", SCRIPT)
+bench_quality = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(bench_quality)
+
+
+def smooth_images(n=6, size=64, seed=0):
+    """Photo-like: random colour fields, smooth at the pixel scale, as uint8."""
+    coarse = torch.rand(n, 3, 8, 8, generator=torch.Generator().manual_seed(seed))
+    return (F.interpolate(coarse, size=(size, size), mode="bicubic", align_corners=False).clamp(0, 1) * 200 + 20)
+
+
+def test_a_mosaic_of_dots_at_the_upsampling_periods_raises_the_share_and_smooth_images_keep_it_small():
+    photos = smooth_images()
+    dots = torch.zeros(64, 64)
+    dots[1::4, 2::4] = 30.0  # one bright dot every 4 pixels, off the origin: the phase must not matter
+    checkerboard = (torch.arange(64)[:, None] + torch.arange(64)[None, :]) % 2 * 20.0
+
+    clean = bench_quality.periodic_energy_share(photos.round().to(torch.uint8))
+    dotted = bench_quality.periodic_energy_share((photos + dots).clamp(0, 255).round().to(torch.uint8))
+    checkered = bench_quality.periodic_energy_share((photos + checkerboard).clamp(0, 255).round().to(torch.uint8))
+
+    assert clean < 0.01
+    assert dotted > 10 * clean
+    assert checkered > 10 * clean
+
+
+def test_the_share_is_of_the_lattice_frequencies_only():
+    # Stripes of period 4 put all their energy on the lattice; stripes of period 8, none.
+    x = torch.arange(64, dtype=torch.float64)
+    stripes_4 = (torch.cos(2 * torch.pi * x / 4)[None, :] * 50 + 128).expand(64, 64)
+    stripes_8 = (torch.cos(2 * torch.pi * x / 8)[None, :] * 50 + 128).expand(64, 64)
+    as_batch = lambda image: image.expand(1, 3, 64, 64)  # noqa: E731
+    assert bench_quality.periodic_energy_share(as_batch(stripes_4)) > 0.99
+    assert bench_quality.periodic_energy_share(as_batch(stripes_8)) < 1e-6
