@@ -261,6 +261,11 @@ def save_full_size(translations: torch.Tensor, photos: torch.Tensor, path: Path,
     write_png(grid, str(path))
 
 
+def paintings_fid(runs: dict) -> float | None:
+    """Monet's training paintings against the held-out ones, from the first run that measured it."""
+    return next((run["paintings"]["fid"] for run in runs.values() if run.get("paintings")), None)
+
+
 def plot_curve(runs: dict, path: Path) -> None:
     figure, axis = plt.subplots(figsize=(8, 4.5))
     for name, run in runs.items():
@@ -270,7 +275,7 @@ def plot_curve(runs: dict, path: Path) -> None:
     if baseline:
         axis.axhline(baseline, color="gray", linestyle="--", label=f"photos, no style ({baseline:.1f})")
         axis.axhline(BAR * baseline, color="gray", linestyle=":", label=f"the bar, {BAR} x baseline")
-    paintings = next((run["paintings"]["fid"] for run in runs.values() if run.get("paintings")), None)
+    paintings = paintings_fid(runs)
     if paintings:
         axis.axhline(paintings, color="tab:green", linestyle="-.", label=f"Monet's training paintings ({paintings:.1f})")
     axis.set(xlabel="training step (batch 4)", ylabel="held-out FID (lower is better)",
@@ -288,7 +293,7 @@ def print_long_table(runs: dict, size: int) -> None:
         return
     first = next(iter(runs.values()))
     baseline = first["baseline"]["fid"]
-    paintings = next((run["paintings"]["fid"] for run in runs.values() if run.get("paintings")), None)
+    paintings = paintings_fid(runs)
     print(f"\nHeld-out FID at {size}x{size} ({first['reference']}); the no-style baseline is {baseline:.1f}, "
           f"the bar {BAR} x baseline = {BAR * baseline:.1f}"
           + (f", Monet's training paintings {paintings:.1f}" if paintings else "")
