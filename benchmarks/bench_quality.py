@@ -68,7 +68,12 @@ BASELINE = "photos, no style"
 LONG_RECIPES = {
     "Kaggle default (U-Net)": dict(generator="unet"),
     "ResNet + resize-conv": dict(upsampling="resize_conv"),
+    # Ablations: the Kaggle default with one ingredient of the public recipes changed.
+    "U-Net without identity loss": dict(generator="unet", identity_weight=0.0),
+    "U-Net + DiffAugment": dict(generator="unet", diffaugment=DIFFAUGMENT),
+    "U-Net + label smoothing": dict(generator="unet", real_label=0.9),
 }
+LONG_DEFAULT = ("Kaggle default (U-Net)", "ResNet + resize-conv")
 BAR = 0.8  # the long mode's bar: FID at most this fraction of the no-style baseline
 
 
@@ -85,6 +90,9 @@ def parse_args(argv=None):
     long = parser.add_argument_group("long mode")
     long.add_argument("--long", action="store_true", help="FID by step of LONG_RECIPES")
     long.add_argument("--long-steps", type=int, default=4000, help="step limit; the LR schedule is planned for it")
+    long.add_argument("--stop-steps", type=int, default=0,
+                      help="stop here, the LR schedule still planned for --long-steps: an ablation's curve then "
+                           "matches the default's over the constant-LR stretch")
     long.add_argument("--minutes", type=float, default=50.0, help="training time limit per recipe")
     long.add_argument("--eval-steps", type=int, default=500, help="steps between evaluations")
     long.add_argument("--eval-photos", type=int, default=250, help="photos translated at each evaluation")
@@ -92,7 +100,7 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     known = LONG_RECIPES if args.long else RECIPES
     if args.long and args.recipes == ",".join(RECIPES):
-        args.recipes = ",".join(LONG_RECIPES)
+        args.recipes = ",".join(LONG_DEFAULT)
     unknown = sorted(set(args.recipes.split(",")) - set(known))
     if unknown:
         parser.error(f"unknown recipe(s) {unknown}; known: {list(known)}")
@@ -217,12 +225,14 @@ def train_and_evaluate(name: str, args, root: Path, network_file: Path, out: Pat
     epochs = -(-args.long_steps // loader.steps_per_epoch) + 1
     trainer.config.epochs, trainer.config.decay_epochs = epochs, epochs // 2
     evaluator = Evaluator(trainer.config, dataset, trainer.device, network_file)
+    last_step = min(args.long_steps, args.stop_steps or args.long_steps)
     print(f"\n{name}: {len(dataset.photo_paths)} photos, {len(dataset.monet_paths)} training paintings, "
-          f"{len(dataset.holdout_paths)} held out; up to {args.long_steps} steps ({epochs} epochs, {epochs // 2} "
-          f"decaying) or {args.minutes} min, evaluating every {args.eval_steps} steps", flush=True)
+          f"{len(dataset.holdout_paths)} held out; up to {last_step} steps of a schedule for {args.long_steps} "
+          f"({epochs} epochs, {epochs // 2} decaying) or {args.minutes} min, evaluating every {args.eval_steps} steps",
+          flush=True)
     since_best = 0
-    while since_best < args.patience and trainer.step < args.long_steps and trainer.train_seconds < args.minutes * 60:
-        trainer.config.max_steps = min(trainer.step + args.eval_steps, args.long_steps)
+    while since_best < args.patience and trainer.step < last_step and trainer.train_seconds < args.minutes * 60:
+        trainer.config.max_steps = min(trainer.step + args.eval_steps, last_step)
         trainer.fit(loader, resume=False, progress=False, evaluator=evaluator)  # evaluates at max_steps
         best = min(e["fid"] for e in trainer.evaluations)
         since_best = 0 if trainer.evaluations[-1]["fid"] == best else since_best + 1
@@ -236,7 +246,7 @@ def train_and_evaluate(name: str, args, root: Path, network_file: Path, out: Pat
     # Monet's own training paintings against the held-out ones: what a perfect painter would score.
     paintings = fid_scores(evaluator.reference, evaluator.memorized) if evaluator.memorized is not None else None
     return {"evaluations": trainer.evaluations, "baseline": baseline, "paintings": paintings, "steps": trainer.step,
-            "train_seconds": round(trainer.train_seconds, 1),
+            "planned_steps": args.long_steps, "train_seconds": round(trainer.train_seconds, 1),
             "epochs": epochs, "reference": evaluator.describe_reference,
             "artifacts": periodic_energy_share(translations), "photo_artifacts": periodic_energy_share(scored)}
 

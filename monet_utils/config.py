@@ -47,6 +47,7 @@ class CycleGANConfig:
     generator: str = "resnet"  # "resnet" (the paper's) or "unet" (the reference's unet_256, depth from image_size)
     upsampling: str = "transposed"  # "transposed" convs, or "resize_conv" (nearest x2 + conv: no checkerboard)
     diffaugment: str = ""  # DiffAugment policy before each discriminator, e.g. "color,translation,cutout"
+    real_label: float = 1.0  # the discriminators' target for real images; 0.9 is one-sided label smoothing
     holdout_paintings: int = 0  # paintings kept out of training, the estimate's FID reference (a fixed choice)
     # Quality while training (evaluation.py): FID/MiFID on a fixed set of photos, the best checkpoint kept.
     eval_every: int = 0  # epochs between evaluations; 0 = not by epochs
@@ -101,6 +102,9 @@ class CycleGANConfig:
                      "reserve_minutes", "eval_minutes"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"config '{name}' must be >= 0, got {getattr(self, name)!r}")
+        _check_type(self, "real_label", float)
+        if not 0 < self.real_label <= 1:
+            raise ConfigError(f"config 'real_label' must be in (0, 1], got {self.real_label!r}")
         for name in ("beta1", "beta2"):
             _check_type(self, name, float)
             if not 0 <= getattr(self, name) < 1:

@@ -173,7 +173,8 @@ class CycleGAN:
                 f"(now {self.speed.amp!r}).")
 
     def discriminator_loss(self, net, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
-        return 0.5 * (self.gan_loss(self.judge(net, real), True) + self.gan_loss(self.judge(net, fake.detach()), False))
+        real_loss = self.gan_loss(self.judge(net, real), True, real_label=self.config.real_label)
+        return 0.5 * (real_loss + self.gan_loss(self.judge(net, fake.detach()), False))
 
     def state_dict(self) -> dict:
         """Weights, optimizers, every process's pools (a collective call), the loss scale."""

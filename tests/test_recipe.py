@@ -130,6 +130,30 @@ def test_diffaugment_reaches_the_generators_gradients(tiny_config):
     assert any(not torch.equal(a, b) for a, b in zip(before, trainer.model.G_photo2monet.parameters()))
 
 
+def test_label_smoothing_changes_the_discriminators_real_target_and_nothing_else(tiny_config):
+    photo, monet = torch.rand(2, 3, 32, 32) * 2 - 1, torch.rand(2, 3, 32, 32) * 2 - 1
+    runs = {}
+    for real_label in (1.0, 0.9):
+        torch.manual_seed(0)
+        model = CycleGANTrainer(tiny_config.replace(real_label=real_label)).model
+        real_verdict = model.D_monet(monet).detach()
+        runs[real_label] = model.train_step(photo, monet), real_verdict
+    (plain, verdict), (smoothed, same_verdict) = runs[1.0], runs[0.9]
+    assert torch.equal(verdict, same_verdict)  # the same initial weights
+    for name in LOSS_NAMES:
+        if not name.startswith("D_"):  # the generators still aim at 1
+            assert smoothed[name] == pytest.approx(plain[name], rel=1e-6), name
+    # D_monet = 0.5 * (mean (D(real) - t)^2 + fake term): from t = 1 to 0.9 it moves by
+    # 0.5 * mean((D - 0.9)^2 - (D - 1)^2) = 0.5 * mean(0.2 * D - 0.19).
+    shift = 0.5 * (0.2 * verdict - 0.19).mean().item()
+    assert smoothed["D_monet"] - plain["D_monet"] == pytest.approx(shift, rel=1e-4, abs=1e-6)
+
+
+def test_a_real_label_outside_zero_to_one_is_named():
+    with pytest.raises(ConfigError, match="'real_label' must be in \\(0, 1\\], got 1.1"):
+        CycleGANConfig(real_label=1.1)
+
+
 def test_an_unknown_diffaugment_policy_is_named():
     with pytest.raises(ConfigError, match="'diffaugment'.*'colour,cutout'"):
         CycleGANConfig(diffaugment="colour,cutout")
