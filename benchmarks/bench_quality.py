@@ -309,15 +309,22 @@ def print_long_table(runs: dict, size: int) -> None:
           + (f", Monet's training paintings {paintings:.1f}" if paintings else "")
           + f". Artifacts: spectral energy share at the 4-pixel lattice, x1000 (photos "
           f"{1000 * first['photo_artifacts']:.2f}).")
-    print(f"{'recipe':<26} {'steps':>6} {'epochs':>6} {'s/step':>7} {'best FID':>9} {'at step':>8} {'last FID':>9} "
+    print(f"{'recipe':<30} {'steps':>12} {'s/step':>7} {'best FID':>9} {'at step':>8} {'last FID':>9} "
           f"{'/ baseline':>10} {'artifacts':>9}  bar")
     for name, run in runs.items():
         evaluations = run["evaluations"]
         best = min(evaluations, key=lambda e: e["fid"])
         ratio = best["fid"] / baseline
-        print(f"{name:<26} {run['steps']:>6} {run['epochs']:>6} {run['train_seconds'] / run['steps']:>7.3f} "
-              f"{best['fid']:>9.1f} {best['step']:>8} {evaluations[-1]['fid']:>9.1f} {ratio:>10.2f} "
-              f"{1000 * run['artifacts']:>9.2f}  {'met' if ratio <= BAR else 'NOT met'}")
+        steps = f"{run['steps']} of {run.get('planned_steps', run['steps'])}"  # ablations stop early
+        print(f"{name:<30} {steps:>12} {run['train_seconds'] / run['steps']:>7.3f} {best['fid']:>9.1f} "
+              f"{best['step']:>8} {evaluations[-1]['fid']:>9.1f} {ratio:>10.2f} {1000 * run['artifacts']:>9.2f}  "
+              f"{'met' if ratio <= BAR else 'NOT met'}")
+    # Runs of different lengths compare step by step.
+    steps = sorted({e["step"] for run in runs.values() for e in run["evaluations"]})
+    print(f"\nFID by step\n{'recipe':<30} " + " ".join(f"{step:>6}" for step in steps))
+    for name, run in runs.items():
+        fids = {e["step"]: e["fid"] for e in run["evaluations"]}
+        print(f"{name:<30} " + " ".join(f"{fids[step]:>6.1f}" if step in fids else f"{'-':>6}" for step in steps))
 
 
 def print_table(results: dict, n_reference: int, n_generated: int, size: int) -> None:
