@@ -6,9 +6,9 @@
 
 The long mode trains each of LONG_RECIPES on --photos photos, evaluating (monet_utils.evaluation)
 every --eval-steps steps, until held-out FID has not improved for --patience evaluations or
---long-steps / --minutes is reached; it draws --out/long/curve.png (FID by step, the no-style
-baseline as a line) and prints the table, with each recipe's periodic-artifact share against the
-photos'. Each recipe keeps --out/long/<recipe>/evaluations.json (a re-run skips it; one without
+--long-steps / --stop-steps / --minutes is reached; it draws --out/long/curve.png (FID by step;
+as lines the no-style baseline, the photos in the paintings' colours and Monet's own paintings) and
+prints the table, with each recipe's periodic-artifact share against the photos'. Each recipe keeps --out/long/<recipe>/evaluations.json (a re-run skips it; one without
 starts over), and every run draws what is there. Run recipes one after another, nothing else
 running: two single-threaded runs side by side took 3.5x longer per step here than one on both cores.
 
@@ -243,12 +243,25 @@ def train_and_evaluate(name: str, args, root: Path, network_file: Path, out: Pat
     save_full_size(translations[:8], scored[:8], out / slug(name) / "translations.png")
     baseline = fid_scores(evaluator.reference, evaluator.features(scored.split(50), "photos"),
                           memorized_features=evaluator.memorized)
+    # The photos with the training paintings' colours and nothing else: how far a palette alone goes.
+    recoloured = colour_matched(scored, decode_all(evaluator.training_paths, args.size))
+    colour = fid_scores(evaluator.reference, evaluator.features(recoloured.split(50), "recoloured photos"))
     # Monet's own training paintings against the held-out ones: what a perfect painter would score.
     paintings = fid_scores(evaluator.reference, evaluator.memorized) if evaluator.memorized is not None else None
-    return {"evaluations": trainer.evaluations, "baseline": baseline, "paintings": paintings, "steps": trainer.step,
+    return {"evaluations": trainer.evaluations, "baseline": baseline, "paintings": paintings, "colour": colour, "steps": trainer.step,
             "planned_steps": args.long_steps, "train_seconds": round(trainer.train_seconds, 1),
             "epochs": epochs, "reference": evaluator.describe_reference,
             "artifacts": periodic_energy_share(translations), "photo_artifacts": periodic_energy_share(scored)}
+
+
+def colour_matched(photos: torch.Tensor, paintings: torch.Tensor) -> torch.Tensor:
+    """Each photo's channels moved to the paintings' mean and spread (Reinhard et al.'s colour
+    transfer, in RGB): Monet's palette on the photo, no brushwork."""
+    x = photos.double()
+    mean, std = x.mean(dim=(-2, -1), keepdim=True), x.std(dim=(-2, -1), keepdim=True).clamp_min(1.0)
+    target = paintings.double().transpose(0, 1).flatten(1)  # channel x every painting pixel
+    matched = (x - mean) / std * target.std(dim=1)[:, None, None] + target.mean(dim=1)[:, None, None]
+    return matched.round().clamp(0, 255).to(torch.uint8)
 
 
 def periodic_energy_share(images: torch.Tensor, period: int = 4) -> float:
@@ -271,9 +284,9 @@ def save_full_size(translations: torch.Tensor, photos: torch.Tensor, path: Path,
     write_png(grid, str(path))
 
 
-def paintings_fid(runs: dict) -> float | None:
-    """Monet's training paintings against the held-out ones, from the first run that measured it."""
-    return next((run["paintings"]["fid"] for run in runs.values() if run.get("paintings")), None)
+def reference_fid(runs: dict, key: str) -> float | None:
+    """A reference score ("paintings", "colour"), from the first run that measured it."""
+    return next((run[key]["fid"] for run in runs.values() if run.get(key)), None)
 
 
 def plot_curve(runs: dict, path: Path) -> None:
@@ -285,7 +298,10 @@ def plot_curve(runs: dict, path: Path) -> None:
     if baseline:
         axis.axhline(baseline, color="gray", linestyle="--", label=f"photos, no style ({baseline:.1f})")
         axis.axhline(BAR * baseline, color="gray", linestyle=":", label=f"the bar, {BAR} x baseline")
-    paintings = paintings_fid(runs)
+    colour = reference_fid(runs, "colour")
+    if colour:
+        axis.axhline(colour, color="tab:brown", linestyle="--", label=f"photos in Monet's colours ({colour:.1f})")
+    paintings = reference_fid(runs, "paintings")
     if paintings:
         axis.axhline(paintings, color="tab:green", linestyle="-.", label=f"Monet's training paintings ({paintings:.1f})")
     axis.set(xlabel="training step (batch 4)", ylabel="held-out FID (lower is better)",
@@ -303,9 +319,10 @@ def print_long_table(runs: dict, size: int) -> None:
         return
     first = next(iter(runs.values()))
     baseline = first["baseline"]["fid"]
-    paintings = paintings_fid(runs)
+    paintings, colour = reference_fid(runs, "paintings"), reference_fid(runs, "colour")
     print(f"\nHeld-out FID at {size}x{size} ({first['reference']}); the no-style baseline is {baseline:.1f}, "
           f"the bar {BAR} x baseline = {BAR * baseline:.1f}"
+          + (f", the photos in Monet's colours {colour:.1f}" if colour else "")
           + (f", Monet's training paintings {paintings:.1f}" if paintings else "")
           + f". Artifacts: spectral energy share at the 4-pixel lattice, x1000 (photos "
           f"{1000 * first['photo_artifacts']:.2f}).")

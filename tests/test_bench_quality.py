@@ -41,3 +41,16 @@ def test_the_share_is_of_the_lattice_frequencies_only():
     as_batch = lambda image: image.expand(1, 3, 64, 64)  # noqa: E731
     assert bench_quality.periodic_energy_share(as_batch(stripes_4)) > 0.99
     assert bench_quality.periodic_energy_share(as_batch(stripes_8)) < 1e-6
+
+
+def test_colour_matching_gives_each_photo_the_paintings_palette_and_keeps_its_picture():
+    photos = smooth_images(n=4, seed=1).round().to(torch.uint8)
+    paintings = (smooth_images(n=3, seed=2) * 0.5 + torch.tensor([60.0, 40.0, 10.0])[:, None, None]).round().to(torch.uint8)
+    matched = bench_quality.colour_matched(photos, paintings).double()
+
+    target = paintings.double().transpose(0, 1).flatten(1)
+    for image, photo in zip(matched, photos.double()):
+        assert torch.allclose(image.mean(dim=(1, 2)), target.mean(dim=1), atol=1.0)
+        assert torch.allclose(image.std(dim=(1, 2)), target.std(dim=1), rtol=0.05)
+        for channel, original in zip(image, photo):  # the same picture: each channel an affine map of the photo's
+            assert torch.corrcoef(torch.stack([channel.flatten(), original.flatten()]))[0, 1] > 0.99
