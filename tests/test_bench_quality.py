@@ -3,6 +3,7 @@ upsampling and not mistake natural images for one."""
 import importlib.util
 from pathlib import Path
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -18,29 +19,32 @@ def smooth_images(n=6, size=64, seed=0):
     return (F.interpolate(coarse, size=(size, size), mode="bicubic", align_corners=False).clamp(0, 1) * 200 + 20)
 
 
-def test_a_mosaic_of_dots_at_the_upsampling_periods_raises_the_share_and_smooth_images_keep_it_small():
+@pytest.mark.parametrize("period", [2, 4, 8])
+def test_a_mosaic_of_dots_at_the_upsampling_periods_raises_the_share_and_smooth_images_keep_it_small(period):
     photos = smooth_images()
     dots = torch.zeros(64, 64)
-    dots[1::4, 2::4] = 30.0  # one bright dot every 4 pixels, off the origin: the phase must not matter
+    dots[1::period, 2 % period::period] = 30.0  # one bright dot every `period` pixels, off the origin
     checkerboard = (torch.arange(64)[:, None] + torch.arange(64)[None, :]) % 2 * 20.0
 
-    clean = bench_quality.periodic_energy_share(photos.round().to(torch.uint8))
-    dotted = bench_quality.periodic_energy_share((photos + dots).clamp(0, 255).round().to(torch.uint8))
-    checkered = bench_quality.periodic_energy_share((photos + checkerboard).clamp(0, 255).round().to(torch.uint8))
+    clean = bench_quality.periodic_excess_share(photos.round().to(torch.uint8))
+    dotted = bench_quality.periodic_excess_share((photos + dots).clamp(0, 255).round().to(torch.uint8))
+    checkered = bench_quality.periodic_excess_share((photos + checkerboard).clamp(0, 255).round().to(torch.uint8))
 
-    assert clean < 0.01
-    assert dotted > 10 * clean
-    assert checkered > 10 * clean
+    assert clean < 0.001
+    assert dotted > 100 * clean
+    assert checkered > 100 * clean
 
 
-def test_the_share_is_of_the_lattice_frequencies_only():
-    # Stripes of period 4 put all their energy on the lattice; stripes of period 8, none.
+def test_the_share_is_of_peaks_on_the_lattice_only():
+    # Stripes of period 8 put all their energy on the lattice; stripes of period 16 are off it;
+    # a smooth ramp has energy near the lattice's axes but no peak there.
     x = torch.arange(64, dtype=torch.float64)
-    stripes_4 = (torch.cos(2 * torch.pi * x / 4)[None, :] * 50 + 128).expand(64, 64)
-    stripes_8 = (torch.cos(2 * torch.pi * x / 8)[None, :] * 50 + 128).expand(64, 64)
+    stripes = lambda period: (torch.cos(2 * torch.pi * x / period)[None, :] * 50 + 128).expand(64, 64)  # noqa: E731
     as_batch = lambda image: image.expand(1, 3, 64, 64)  # noqa: E731
-    assert bench_quality.periodic_energy_share(as_batch(stripes_4)) > 0.99
-    assert bench_quality.periodic_energy_share(as_batch(stripes_8)) < 1e-6
+    assert bench_quality.periodic_excess_share(as_batch(stripes(8))) > 0.99
+    assert bench_quality.periodic_excess_share(as_batch(stripes(16))) < 1e-6
+    ramp = (x[None, :] * 2 + x[:, None]).expand(64, 64)
+    assert bench_quality.periodic_excess_share(as_batch(ramp)) < 1e-3
 
 
 def test_colour_matching_gives_each_photo_the_paintings_palette_and_keeps_its_picture():
