@@ -330,23 +330,23 @@ def reference_fid(runs: dict, key: str) -> float | None:
 
 
 def plot_curve(runs: dict, path: Path) -> None:
-    figure, axis = plt.subplots(figsize=(8, 4.5))
+    figure, axis = plt.subplots(figsize=(10, 4.5))
     for name, run in runs.items():
         steps, fids = zip(*[(e["step"], e["fid"]) for e in run["evaluations"]])
         axis.plot(steps, fids, marker="o", markersize=3, label=name)
     baseline = next(iter(runs.values()))["baseline"]["fid"] if runs else None
     if baseline:
         axis.axhline(baseline, color="gray", linestyle="--", label=f"photos, no style ({baseline:.1f})")
-        axis.axhline(BAR * baseline, color="gray", linestyle=":", label=f"the bar, {BAR} x baseline")
+        axis.axhline(BAR * baseline, color="gray", linestyle=":", label=f"the bar, {BAR} x baseline ({BAR * baseline:.1f})")
     colour = reference_fid(runs, "colour")
     if colour:
         axis.axhline(colour, color="tab:brown", linestyle="--", label=f"photos in Monet's colours ({colour:.1f})")
     paintings = reference_fid(runs, "paintings")
     if paintings:
-        axis.axhline(paintings, color="tab:green", linestyle="-.", label=f"Monet's training paintings ({paintings:.1f})")
+        axis.axhline(paintings, color="black", linestyle="-.", label=f"Monet's training paintings ({paintings:.1f})")
     axis.set(xlabel="training step (batch 4)", ylabel="held-out FID (lower is better)",
              title="FID by step at 64x64 on the competition images (2-core CPU)")
-    axis.legend()
+    axis.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize="small")
     axis.grid(alpha=0.3)
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
