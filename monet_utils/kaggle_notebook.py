@@ -29,6 +29,7 @@ KAGGLE_DEFAULTS = {
     "epochs": ("0", "as many as the time budget allows, half of them decaying"),
     "time_budget_hours": ("11.0", "Kaggle stops a GPU session at 12 h; the cells before training take minutes"),
     "generator": ('"unet"', "best of bench_quality.py's recipes, and 1/8 of the ResNet's FLOPs per image"),
+    "upsampling": ('"resize_conv"', "no dot mosaic, at the transposed convs' FID (bench_quality.py --long)"),
     "eval_minutes": ("20.0", "about 33 evaluations in 11 h, each seconds on a GPU (the run prints their share)"),
 }
 

@@ -58,3 +58,10 @@ def test_colour_matching_gives_each_photo_the_paintings_palette_and_keeps_its_pi
         assert torch.allclose(image.std(dim=(1, 2)), target.std(dim=1), rtol=0.05)
         for channel, original in zip(image, photo):  # the same picture: each channel an affine map of the photo's
             assert torch.corrcoef(torch.stack([channel.flatten(), original.flatten()]))[0, 1] > 0.99
+
+
+def test_every_recipe_can_be_named_in_recipes():
+    # --recipes is comma-separated: a comma in a name would make the recipe unreachable.
+    names = [*bench_quality.RECIPES, *bench_quality.LONG_RECIPES]
+    assert not [name for name in names if "," in name]
+    assert set(bench_quality.LONG_DEFAULT) <= set(bench_quality.LONG_RECIPES)
