@@ -131,7 +131,7 @@ def launch_workers(config: CycleGANConfig, nproc: int, stream=None) -> None:
                              bufsize=1, start_new_session=True)
     tail: list[str] = []
     forwarded = None
-    with _sigterm_as_interrupt():
+    with _signals_as_interrupt():
         while True:
             try:
                 if not child.stdout.closed:
@@ -157,9 +157,11 @@ def launch_workers(config: CycleGANConfig, nproc: int, stream=None) -> None:
 
 
 @contextlib.contextmanager
-def _sigterm_as_interrupt():
-    """SIGTERM (`kill`) handled as Ctrl-C while workers run: forwarded, not the end of this process
-    with the workers left behind. Handlers can only be set from the main thread."""
+def _signals_as_interrupt():
+    """SIGINT and SIGTERM (`kill`) handled as Ctrl-C while workers run: forwarded, not the end of
+    this process with the workers left behind. SIGINT gets its handler here too: a process started
+    with SIGINT ignored (`command &` in a script, some CI runners) has no KeyboardInterrupt from
+    Python. Handlers can only be set from the main thread."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -169,11 +171,12 @@ def _sigterm_as_interrupt():
         error.signal_name = signal.Signals(signum).name
         raise error
 
-    previous = signal.signal(signal.SIGTERM, interrupt)
+    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:

@@ -22,17 +22,20 @@ def parameters(**values):
     return [arg for name, value in {**TINY, **values}.items() for arg in ("-p", name, str(value))]
 
 
-def start(command, tmp_path):
-    """In a session of its own, as a terminal starts a command; output to files, read at the end."""
+def start(command, tmp_path, sigint_ignored=False):
+    """In a session of its own, as a terminal starts a command; output to files, read at the end.
+    `sigint_ignored`: as `command &` in a script or a CI runner starts it, SIGINT ignored from the
+    start, so Python installs no KeyboardInterrupt handler of its own."""
     log = open(tmp_path / "output.txt", "w")
+    ignore = (lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if sigint_ignored else None
     return subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+                            start_new_session=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, preexec_fn=ignore)
 
 
-def start_train(data, out, tmp_path, **values):
+def start_train(data, out, tmp_path, sigint_ignored=False, **values):
     command = [sys.executable, "-m", "monet_utils", "train", "--data-dir", str(data), "--output-dir", str(out),
                *parameters(gpus=2, device="cpu", **values)]
-    return start(command, tmp_path)
+    return start(command, tmp_path, sigint_ignored)
 
 
 def wait_for_step(checkpoint: Path, step: int, run, timeout=120) -> None:
@@ -108,9 +111,11 @@ def workers_of(launcher: int, expected: int = 2, timeout=60) -> list[int]:
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_a_signal_stops_every_process_with_one_line_and_exit_130(dataset_dir, tmp_path, signum):
     """SIGINT to the whole process group, as Ctrl-C in a terminal; SIGTERM to the command alone, as
-    `kill`. Torchrun runs in a session of its own and gets the signal once, from the command."""
+    `kill`. Torchrun runs in a session of its own and gets the signal once, from the command.
+    The SIGINT case starts with SIGINT ignored, as a CI runner started it once: the command's own
+    handler must still take it (it timed out here when the command relied on Python's)."""
     out = tmp_path / "out"
-    run = start_train(dataset_dir, out, tmp_path)
+    run = start_train(dataset_dir, out, tmp_path, sigint_ignored=signum == signal.SIGINT)
     checkpoint = out / "checkpoints" / "latest.pt"
     wait_for_step(checkpoint, 2, run)
     torchrun = children(run.pid)
