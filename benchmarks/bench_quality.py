@@ -8,8 +8,9 @@ The long mode trains each of LONG_RECIPES on --photos photos, evaluating (monet_
 every --eval-steps steps, until held-out FID has not improved for --patience evaluations or
 --long-steps / --stop-steps / --minutes is reached; it draws --out/long/curve.png (FID by step;
 as lines the no-style baseline, the photos in the paintings' colours and Monet's own paintings) and
-prints the table, with each recipe's periodic-artifact share against the photos'. Each recipe keeps --out/long/<recipe>/evaluations.json (a re-run skips it; one without
-starts over), and every run draws what is there. Run recipes one after another, nothing else
+prints the table, with each recipe's periodic-artifact share against the photos'. Each recipe
+keeps --out/long/<recipe>/evaluations.json (a re-run skips it; one without starts over), and
+every run draws what is there. Run recipes one after another, nothing else
 running: two single-threaded runs side by side took 3.5x longer per step here than one on both cores.
 
 Each recipe trains the demo-size model (ngf=ndf=32, 6 residual blocks) at --size for the same
@@ -261,10 +262,9 @@ def train_and_evaluate(name: str, args, root: Path, network_file: Path, out: Pat
     colour = fid_scores(evaluator.reference, evaluator.features(recoloured.split(50), "recoloured photos"))
     # Monet's own training paintings against the held-out ones: what a perfect painter would score.
     paintings = fid_scores(evaluator.reference, evaluator.memorized) if evaluator.memorized is not None else None
-    return {"evaluations": trainer.evaluations, "baseline": baseline, "paintings": paintings, "colour": colour, "steps": trainer.step,
-            "planned_steps": args.long_steps, "train_seconds": round(trainer.train_seconds, 1),
-            "epochs": epochs, "reference": evaluator.describe_reference,
-            "artifacts": periodic_excess_share(translations), "photo_artifacts": periodic_excess_share(scored)}
+    return {"evaluations": trainer.evaluations, "baseline": baseline, "paintings": paintings, "colour": colour,
+            "steps": trainer.step, "planned_steps": args.long_steps, "train_seconds": round(trainer.train_seconds, 1),
+            "epochs": epochs, "reference": evaluator.describe_reference, **artifact_shares(translations, scored)}
 
 
 def best_translations(evaluator: Evaluator, best_path: Path, size: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -273,6 +273,10 @@ def best_translations(evaluator: Evaluator, best_path: Path, size: int) -> tuple
                         for i in range(0, len(evaluator.photo_paths), 50)])
     best_generator, _ = load_generator(best_path, device="cpu")
     return scored, torch.cat(list(evaluator.translations(best_generator)))
+
+
+def artifact_shares(translations: torch.Tensor, photos: torch.Tensor) -> dict:
+    return {"artifacts": periodic_excess_share(translations), "photo_artifacts": periodic_excess_share(photos)}
 
 
 def rescore_artifacts(args, root: Path, network_file: Path, out: Path) -> None:
@@ -284,9 +288,7 @@ def rescore_artifacts(args, root: Path, network_file: Path, out: Path) -> None:
         config = long_config(name, args, out)
         evaluator = Evaluator(config, long_dataset(config, args, root), torch.device("cpu"), network_file)
         scored, translations = best_translations(evaluator, best_path, args.size)
-        run = json.loads(results.read_text())
-        run["artifacts"], run["photo_artifacts"] = periodic_excess_share(translations), periodic_excess_share(scored)
-        write_json(results, run)
+        write_json(results, {**json.loads(results.read_text()), **artifact_shares(translations, scored)})
         save_full_size(translations[:8], scored[:8], out / slug(name) / "translations.png")
 
 
@@ -337,7 +339,8 @@ def plot_curve(runs: dict, path: Path) -> None:
     baseline = next(iter(runs.values()))["baseline"]["fid"] if runs else None
     if baseline:
         axis.axhline(baseline, color="gray", linestyle="--", label=f"photos, no style ({baseline:.1f})")
-        axis.axhline(BAR * baseline, color="gray", linestyle=":", label=f"the bar, {BAR} x baseline ({BAR * baseline:.1f})")
+        axis.axhline(BAR * baseline, color="gray", linestyle=":",
+                     label=f"the bar, {BAR} x baseline ({BAR * baseline:.1f})")
     colour = reference_fid(runs, "colour")
     if colour:
         axis.axhline(colour, color="tab:brown", linestyle="--", label=f"photos in Monet's colours ({colour:.1f})")

@@ -49,7 +49,8 @@ def test_the_share_is_of_peaks_on_the_lattice_only():
 
 def test_colour_matching_gives_each_photo_the_paintings_palette_and_keeps_its_picture():
     photos = smooth_images(n=4, seed=1).round().to(torch.uint8)
-    paintings = (smooth_images(n=3, seed=2) * 0.5 + torch.tensor([60.0, 40.0, 10.0])[:, None, None]).round().to(torch.uint8)
+    palette = torch.tensor([60.0, 40.0, 10.0])[:, None, None]
+    paintings = (smooth_images(n=3, seed=2) * 0.5 + palette).round().to(torch.uint8)
     matched = bench_quality.colour_matched(photos, paintings).double()
 
     target = paintings.double().transpose(0, 1).flatten(1)
