@@ -48,6 +48,8 @@ class CycleGANConfig:
     upsampling: str = "transposed"  # "transposed" convs, or "resize_conv" (nearest x2 + conv: no checkerboard)
     diffaugment: str = ""  # DiffAugment policy before each discriminator, e.g. "color,translation,cutout"
     real_label: float = 1.0  # the discriminators' target for real images; 0.9 is one-sided label smoothing
+    painting_augment: str = "reference"  # "rot90": training paintings also turned by a random multiple of 90 degrees
+    d_lr_factor: float = 1.0  # the discriminators' LR as a multiple of `lr` (above 1: the two time-scale rule)
     holdout_paintings: int = 0  # paintings kept out of training, the estimate's FID reference (a fixed choice)
     # Quality while training (evaluation.py): FID/MiFID on a fixed set of photos, the best checkpoint kept.
     eval_every: int = 0  # epochs between evaluations; 0 = not by epochs
@@ -93,11 +95,13 @@ class CycleGANConfig:
             _check_type(self, name, int)
             if getattr(self, name) < 0:
                 raise ConfigError(f"config '{name}' must be >= 0, got {getattr(self, name)!r}")
-        for name in ("lr", "cycle_lambda", "identity_weight", "init_gain", "checkpoint_minutes", "time_budget_hours",
+        for name in ("cycle_lambda", "identity_weight", "init_gain", "checkpoint_minutes", "time_budget_hours",
                      "reserve_minutes", "eval_minutes"):
             _check_type(self, name, float)
-        if self.lr <= 0:
-            raise ConfigError(f"config 'lr' must be > 0, got {self.lr!r}")
+        for name in ("lr", "d_lr_factor"):
+            _check_type(self, name, float)
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"config '{name}' must be > 0, got {getattr(self, name)!r}")
         for name in ("cycle_lambda", "identity_weight", "init_gain", "checkpoint_minutes", "time_budget_hours",
                      "reserve_minutes", "eval_minutes"):
             if getattr(self, name) < 0:
@@ -145,7 +149,8 @@ class CycleGANConfig:
                    "compile": ("auto", "on", "off"), "fused_adam": ("auto", "on", "off"),
                    "data_path": ("auto", "memory", "loader"), "norm": ("instance", "group"),
                    "lr_schedule": ("reference", "lagged"), "generator": ("resnet", "unet"),
-                   "upsampling": ("transposed", "resize_conv"), "submit_from": ("best", "latest")}
+                   "upsampling": ("transposed", "resize_conv"), "submit_from": ("best", "latest"),
+                   "painting_augment": ("reference", "rot90")}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"config '{name}' must be one of {allowed}, got {getattr(self, name)!r}")

@@ -172,12 +172,15 @@ class UnpairedDataset(Dataset):
 
     Randomness (which painting, which crop and flip) comes from (seed, epoch, index), so the
     samples do not depend on worker count or order, and a resumed run sees the same batches.
+    `painting_augment="rot90"` also turns each painting by a random multiple of 90 degrees.
     """
 
-    def __init__(self, photo_paths, monet_paths, transform: A.Compose, seed: int = 0, holdout_paths=()):
+    def __init__(self, photo_paths, monet_paths, transform: A.Compose, seed: int = 0, holdout_paths=(),
+                 painting_augment: str = "reference"):
         self.photo_paths, self.monet_paths = list(photo_paths), list(monet_paths)
         self.holdout_paths = list(holdout_paths)  # paintings kept out of training, for the estimate
         self.transform, self.seed, self.epoch = transform, seed, 0
+        self.painting_augment = painting_augment
 
     def __len__(self) -> int:
         return len(self.photo_paths)
@@ -192,6 +195,8 @@ class UnpairedDataset(Dataset):
         monet_path = self.monet_paths[int(rng.integers(len(self.monet_paths)))]
         photo = self.transform(image=load_rgb(self.photo_paths[index]))["image"]
         monet = self.transform(image=load_rgb(monet_path))["image"]
+        if self.painting_augment == "rot90":
+            monet = torch.rot90(monet, int(rng.integers(4)), dims=(-2, -1))
         return photo, monet
 
 
@@ -264,7 +269,8 @@ def build_dataset(config: CycleGANConfig, data_dir: str | os.PathLike) -> Unpair
     photos, paintings = readable_images(data_dir / PHOTO_DIR), readable_images(data_dir / MONET_DIR)
     check_counts(config, data_dir, len(photos), len(paintings))
     monets, held_out = split_paintings(paintings, config.holdout_paintings)
-    return UnpairedDataset(photos, monets, train_transform(config.image_size), seed=config.seed, holdout_paths=held_out)
+    return UnpairedDataset(photos, monets, train_transform(config.image_size), seed=config.seed, holdout_paths=held_out,
+                           painting_augment=config.painting_augment)
 
 
 class AugmentingLoader(DataLoader):
@@ -341,8 +347,11 @@ class InMemoryLoader:
             generator = torch.Generator().manual_seed(hash((self.seed, self.epoch, self.start_batch + offset)))
             monet_index = torch.randint(len(self.monets), (self.batch_size,), generator=generator)[self.share]
             photo_jitter, monet_jitter = self.draw_jitter(generator), self.draw_jitter(generator)
-            yield (self.augment(self.photos[photo_index.to(self.photos.device)], photo_jitter),
-                   self.augment(self.monets[monet_index.to(self.monets.device)], monet_jitter))
+            monets = self.augment(self.monets[monet_index.to(self.monets.device)], monet_jitter)
+            if self.dataset.painting_augment == "rot90":
+                turns = torch.randint(4, (self.batch_size,), generator=generator)[self.share]
+                monets = torch.stack([torch.rot90(m, int(k), dims=(-2, -1)) for m, k in zip(monets, turns)])
+            yield self.augment(self.photos[photo_index.to(self.photos.device)], photo_jitter), monets
 
     def draw_jitter(self, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """Crop corners and flips for the whole global batch, this process's share of them."""

@@ -6,6 +6,7 @@ import torch
 from PIL import ExifTags, Image
 
 from monet_utils import data
+from monet_utils.config import ConfigError, CycleGANConfig
 from monet_utils.data import (DataError, EpochSampler, build_dataset, find_data_dir, list_images, load_rgb,
                               make_train_loader, readable_images)
 
@@ -285,3 +286,38 @@ def test_exif_orientation_is_applied_everywhere(tmp_path):
     assert data.oriented_size(path) == (20, 40)
     square = data.decode_all([path], 32)[0]
     assert square[0, :16].float().mean() > 200 and square[0, 16:].float().mean() < 50
+
+
+def red_side(painting: torch.Tensor) -> str:
+    """Which side of a 3xHxW painting holds its red half."""
+    red, half = painting[0], painting.shape[-1] // 2
+    means = {"top": red[:half].mean(), "bottom": red[half:].mean(), "left": red[:, :half].mean(),
+             "right": red[:, half:].mean()}
+    return max(means, key=means.get)
+
+
+@pytest.mark.parametrize("data_path", ["loader", "memory"])
+def test_rot90_turns_only_the_paintings_by_every_multiple_of_90_degrees(tmp_path, tiny_config, data_path):
+    root = tmp_path / "halves"
+    write_images(root / "photo_jpg", 6, seed=1, prefix="photo")
+    (root / "monet_jpg").mkdir()
+    painting = np.zeros((40, 40, 3), np.uint8)
+    painting[:20, :, 0] = 255  # red above, blue below: a flip keeps it there, a turn moves it
+    painting[20:, :, 2] = 255
+    Image.fromarray(painting).save(root / "monet_jpg" / "m.png")
+    batches = {}
+    for augment in ("reference", "rot90"):
+        config = tiny_config.replace(painting_augment=augment)
+        loader = make_train_loader(config, build_dataset(config, root), data_path)
+        batches[augment] = []
+        for epoch in range(8):
+            loader.set_epoch(epoch)
+            batches[augment] += list(loader)
+    sides = {augment: {red_side(m) for _, monets in runs for m in monets} for augment, runs in batches.items()}
+    assert sides == {"reference": {"top"}, "rot90": {"top", "bottom", "left", "right"}}
+    assert all(torch.equal(a[0], b[0]) for a, b in zip(batches["reference"], batches["rot90"]))  # photos as before
+
+
+def test_an_unknown_painting_augment_is_named():
+    with pytest.raises(ConfigError, match="'painting_augment' must be one of \\('reference', 'rot90'\\), got 'rot180'"):
+        CycleGANConfig(painting_augment="rot180")

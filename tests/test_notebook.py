@@ -35,6 +35,17 @@ def test_exactly_one_parameters_cell_whose_defaults_are_the_config_defaults():
     assert {k: defaults[k] for k in shared} == {k: config_defaults[k] for k in shared}
 
 
+def test_every_config_parameter_reaches_the_config():
+    """A parameter the config cell does not pass is silently ignored by papermill runs."""
+    notebook = nbformat.read(runner.NOTEBOOK, as_version=4)
+    calls = [node for cell in notebook.cells if cell.cell_type == "code" for node in ast.walk(ast.parse(cell.source))
+             if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "CycleGANConfig"]
+    assert len(calls) == 1
+    passed = {k.arg for k in calls[0].keywords if isinstance(k.value, ast.Name) and k.value.id == k.arg}
+    config_parameters = set(runner.notebook_parameters()) & set(CycleGANConfig().to_dict())
+    assert config_parameters - passed == set()
+
+
 def test_notebook_cells_are_short_calls_into_the_package():
     notebook = nbformat.read(runner.NOTEBOOK, as_version=4)
     for cell in notebook.cells:

@@ -154,6 +154,35 @@ def test_a_real_label_outside_zero_to_one_is_named():
         CycleGANConfig(real_label=1.1)
 
 
+def test_d_lr_factor_scales_only_the_discriminators_steps_through_the_schedule(tiny_config):
+    photo, monet = torch.rand(2, 3, 32, 32) * 2 - 1, torch.rand(2, 3, 32, 32) * 2 - 1
+    moved, rates = {}, {}
+    for factor in (1.0, 3.0):
+        torch.manual_seed(0)
+        trainer = CycleGANTrainer(tiny_config.replace(d_lr_factor=factor, epochs=4, decay_epochs=2))
+        before = {name: [p.detach().clone() for p in net.parameters()] for name, net in trainer.model.networks.items()}
+        trainer.model.train_step(photo, monet)
+        moved[factor] = {name: [(p - b) for p, b in zip(net.parameters(), before[name])]
+                         for name, net in trainer.model.networks.items()}
+        rates[factor] = []
+        for _ in range(4):
+            rates[factor].append(trainer.learning_rates())
+            trainer.sched_G.step(), trainer.sched_D.step()
+    for name in ("G_photo2monet", "G_monet2photo"):
+        assert all(torch.equal(a, b) for a, b in zip(moved[1.0][name], moved[3.0][name])), name
+    for name in ("D_monet", "D_photo"):  # Adam's first step is lr * g / (|g| + eps): proportional to the LR
+        for a, b in zip(moved[1.0][name], moved[3.0][name]):
+            torch.testing.assert_close(b, 3 * a, rtol=1e-3, atol=1e-9)
+    assert [r["G"] for r in rates[3.0]] == [r["G"] for r in rates[1.0]]
+    assert rates[1.0][-1]["G"] < rates[1.0][0]["G"]  # the schedule decays, and D's LR stays 3x G's
+    assert all(r["D"] == pytest.approx(3 * r["G"]) for r in rates[3.0])
+
+
+def test_a_d_lr_factor_of_zero_is_named():
+    with pytest.raises(ConfigError, match="'d_lr_factor' must be > 0, got 0.0"):
+        CycleGANConfig(d_lr_factor=0)
+
+
 def test_an_unknown_diffaugment_policy_is_named():
     with pytest.raises(ConfigError, match="'diffaugment'.*'colour,cutout'"):
         CycleGANConfig(diffaugment="colour,cutout")
