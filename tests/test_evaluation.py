@@ -139,3 +139,12 @@ def test_a_compiled_generator_is_not_compiled_again_to_evaluate(eval_config, dat
     evaluator = evaluation.Evaluator.for_run(trainer.config, dataset, trainer.device)
     evaluator.evaluate(trainer.model.G_photo2monet, trainer.model.G_monet2photo, 1, tmp_path / "samples")
     assert counter.frame_count == compiled and trainer.model.G_photo2monet.training
+
+
+def test_the_evaluated_photos_are_the_same_whatever_the_runs_seed(tiny_config, dataset_dir, feature_network):
+    """Runs of a sweep over seeds are scored on the same photos, so their FIDs compare."""
+    dataset = build_dataset(tiny_config, dataset_dir)
+    chosen = [evaluation.Evaluator(tiny_config.replace(seed=seed, eval_photos=3), dataset, torch.device("cpu"),
+                                   feature_network).photo_paths for seed in (0, 5, 11)]
+    assert len(chosen[0]) == 3 and set(chosen[0]) < set(dataset.photo_paths)
+    assert chosen[1] == chosen[0] and chosen[2] == chosen[0]
