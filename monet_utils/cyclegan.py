@@ -89,7 +89,7 @@ class CycleGAN:
         self.opt_G = torch.optim.Adam(
             itertools.chain(self.G_photo2monet.parameters(), self.G_monet2photo.parameters()), **adam)
         self.opt_D = torch.optim.Adam(itertools.chain(self.D_monet.parameters(), self.D_photo.parameters()),
-                                      **{**adam, "lr": config.lr * config.d_lr_factor})
+                                      **dict(adam, lr=config.lr * config.d_lr_factor))
         self.scaler = make_grad_scaler(speed, device)
         pool_seed = config.seed + 1000 * rank  # each process keeps its own pools
         self.pool_monet = ImagePool(config.pool_size, seed=pool_seed)  # fake paintings for D_monet
