@@ -23,6 +23,9 @@ KAGGLE_INPUT = Path("/kaggle/input/gan-getting-started")
 LOCAL_DATA = Path("data/gan-getting-started")
 # Written by `make_demo_dataset`; tells the submission step this is not competition data.
 DEMO_MARKER = "DEMO_DATA.txt"
+# uint8 -> [-1, 1], divided once here on the CPU: CUDA divides by a scalar through its reciprocal,
+# 1 ulp off the CPU's quotient, so the in-memory path looks its pixels up to give both the same.
+PIXEL_VALUES = torch.arange(256, dtype=torch.float32) / 127.5 - 1
 
 
 class DataError(FileNotFoundError):
@@ -367,7 +370,7 @@ class InMemoryLoader:
         rows = corners[:, :1] + steps
         cols = corners[:, 1:] + torch.where(flip[:, None], steps.flip(0), steps)  # a flip is reversed columns
         crops = images[torch.arange(count, device=device)[:, None, None], :, rows[:, :, None], cols[:, None, :]]
-        return crops.permute(0, 3, 1, 2).float() / 127.5 - 1
+        return PIXEL_VALUES.to(device)[crops.permute(0, 3, 1, 2).long()]
 
 
 def make_train_loader(config: CycleGANConfig, dataset: UnpairedDataset, data_path: str = "loader",

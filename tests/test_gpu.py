@@ -176,7 +176,8 @@ def test_torchrun_on_one_gpu_trains_and_saves(dataset_dir, tmp_path, nproc, back
                             batch_size=2, max_steps=3, compile="off").items():
         command += ["-p", name, str(value)]
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "PYTHONPATH": str(REPO)})
+                          env={**os.environ, "PYTHONPATH": os.pathsep.join(
+                              filter(None, (str(REPO), os.environ.get("PYTHONPATH"))))})
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     state = read_checkpoint(out / "checkpoints" / "latest.pt")
     assert state["step"] == 3 and len(state["pools"]) == nproc
