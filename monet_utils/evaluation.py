@@ -57,29 +57,34 @@ class Evaluator:
         """FID and MiFID of the generator as it is now, and the sample grid (saved; the caller closes
         the figure). The generators' modes are kept."""
         started = time.perf_counter()
-        if self.network is None:
-            self.network = load_feature_network(self.network_file)
-            self.reference = self.features(image_folder_batches(self.reference_paths, BATCH), "reference")
-            if self.training_paths:
-                self.memorized = self.features(image_folder_batches(self.training_paths, BATCH), "training")
         modes = G_photo2monet.training, G_monet2photo.training
         G_photo2monet.eval()
         G_monet2photo.eval()
         # Eager: a compiled generator would compile again for eval mode and for each new batch size.
         try:
             with torch.compiler.set_stance("force_eager"):
-                fakes = self.features(self.translations(G_photo2monet), "generated")
+                scores = self.score(self.translations(G_photo2monet))
                 size = self.config.image_size
                 grid = plot_samples(G_photo2monet, G_monet2photo, load_images(self.photo_paths[:SAMPLES], size),
                                     load_images(self.sample_paintings, size), path=samples_dir / f"step_{step}.png")
         finally:
             G_photo2monet.train(modes[0])
             G_monet2photo.train(modes[1])
-        scores = fid_scores(self.reference, fakes, memorized_features=self.memorized)
-        return {"fid": scores["fid"], "mifid": scores["mifid"], "seconds": time.perf_counter() - started}, grid
+        return {**scores, "seconds": time.perf_counter() - started}, grid
+
+    def score(self, translations) -> dict:
+        """FID and MiFID of uint8 batches of the chosen photos' translations (`translations`, or
+        ones made elsewhere: benchmarks/bench_quality.py --score-recorded)."""
+        if self.network is None:
+            self.network = load_feature_network(self.network_file)
+            self.reference = self.features(image_folder_batches(self.reference_paths, BATCH), "reference")
+            if self.training_paths:
+                self.memorized = self.features(image_folder_batches(self.training_paths, BATCH), "training")
+        scores = fid_scores(self.reference, self.features(translations, "generated"), memorized_features=self.memorized)
+        return {"fid": scores["fid"], "mifid": scores["mifid"]}
 
     def translations(self, generator):
-        """uint8 batches of the chosen photos through `generator`."""
+        """uint8 batches of the chosen photos through `generator` (its mode as it is)."""
         for start in range(0, len(self.photo_paths), BATCH):
             paths = self.photo_paths[start:start + BATCH]
             yield to_uint8(generate(generator, load_images(paths, self.config.image_size), self.device, paths))

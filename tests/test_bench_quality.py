@@ -1,6 +1,7 @@
 """The quality benchmark's periodic-artifact measure: it must see the dot mosaic of a stride-2
 upsampling and not mistake natural images for one."""
 import importlib.util
+import json
 from pathlib import Path
 
 import pytest
@@ -66,3 +67,71 @@ def test_every_recipe_can_be_named_in_recipes():
     names = [*bench_quality.RECIPES, *bench_quality.LONG_RECIPES]
     assert not [name for name in names if "," in name]
     assert set(bench_quality.LONG_DEFAULT) <= set(bench_quality.LONG_RECIPES)
+
+
+def recorded_run(tmp_path, data, *extra):
+    """A Kaggle-default run of 6 steps at 32x32 on `data`, recorded at steps 3 and 6."""
+    args = bench_quality.parse_args(["--long", "--recipes", "Kaggle default (U-Net + resize-conv)", "--size", "32",
+                                     "--photos", "8", "--holdout", "2", "--eval-photos", "5", "--long-steps", "6",
+                                     "--eval-steps", "3", "--record", str(tmp_path / "recorded"), *extra])
+    scratch = tmp_path / "scratch"
+    archive = bench_quality.record_run(args.recipes, args, data, scratch, Path(args.record))
+    return args, archive, scratch / bench_quality.slug(args.recipes) / "checkpoints" / "latest.pt"
+
+
+def test_a_recorded_run_scores_as_the_evaluator_scores_the_generator(tmp_path, feature_network):
+    """The GPU machine has no FID network: its translations are kept losslessly and scored here,
+    and must give the scores an evaluation in the run would have given."""
+    from monet_utils.checkpoints import load_generator
+    from monet_utils.evaluation import Evaluator
+    from .conftest import write_images
+
+    data = tmp_path / "data"
+    write_images(data / "photo_jpg", 12, size=(48, 48), seed=1, prefix="photo")
+    write_images(data / "monet_jpg", 6, size=(48, 48), seed=2, prefix="monet")
+    args, archive, latest = recorded_run(tmp_path, data)
+
+    out = tmp_path / "long"
+    bench_quality.score_recorded(archive, args, data, feature_network, out)
+    run = bench_quality.finished_runs(out)
+    assert list(run) == ["Kaggle default (U-Net + resize-conv), 6 steps on CPU"]
+    evaluations = run["Kaggle default (U-Net + resize-conv), 6 steps on CPU"]["evaluations"]
+    assert [e["step"] for e in evaluations] == [3, 6]
+
+    config = bench_quality.long_config(args.recipes, args, tmp_path / "direct")
+    evaluator = Evaluator(config, bench_quality.long_dataset(config, args, data), torch.device("cpu"), feature_network)
+    generator, _ = load_generator(latest, device="cpu")
+    generator.eval()
+    direct = evaluator.score(evaluator.translations(generator))
+    assert evaluations[-1]["fid"] == pytest.approx(direct["fid"], rel=1e-9)
+    assert evaluations[-1]["mifid"] == pytest.approx(direct["mifid"], rel=1e-9)
+    assert evaluations[0]["fid"] != pytest.approx(direct["fid"], rel=1e-6)  # step 3 was another generator
+
+    # Scored against another benchmark's photos, it refuses rather than compares the wrong images.
+    args.photos = 7
+    with pytest.raises(SystemExit, match="other photos"):
+        bench_quality.score_recorded(archive, args, data, feature_network, out)
+
+
+def test_a_folder_of_the_chosen_photos_gives_the_same_training_set_in_its_order(tmp_path):
+    from .conftest import write_images
+
+    full, only = tmp_path / "full", tmp_path / "only"
+    write_images(full / "photo_jpg", 12, size=(40, 40), seed=1, prefix="photo")
+    write_images(full / "monet_jpg", 6, size=(40, 40), seed=2, prefix="monet")
+    args = bench_quality.parse_args(["--long", "--photos", "5", "--holdout", "2", "--size", "32"])
+    config = bench_quality.long_config("U-Net with transposed convs", args, tmp_path / "out")
+    chosen = [path.name for path in bench_quality.long_dataset(config, args, full).photo_paths]
+    assert len(chosen) == 5 and chosen != sorted(chosen)
+
+    write_images(only / "monet_jpg", 6, size=(40, 40), seed=2, prefix="monet")
+    (only / "photo_jpg").mkdir()
+    for name in chosen:
+        (only / "photo_jpg" / name).write_bytes((full / "photo_jpg" / name).read_bytes())
+    (tmp_path / "order.json").write_text(json.dumps(chosen))
+    args.photo_order = str(tmp_path / "order.json")
+    assert [path.name for path in bench_quality.long_dataset(config, args, only).photo_paths] == chosen
+
+    (only / "photo_jpg" / chosen[2]).unlink()
+    with pytest.raises(SystemExit, match=f"1 of its photos are not in .*first: {chosen[2]}"):
+        bench_quality.long_dataset(config, args, only)
