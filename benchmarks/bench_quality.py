@@ -86,6 +86,10 @@ LONG_RECIPES = {
     "Kaggle default + 2x discriminator LR": dict(generator="unet", upsampling="resize_conv", d_lr_factor=2.0),
     # The run-to-run spread: the same recipe from another seed (the same photos and evaluations).
     "U-Net with transposed convs (seed 1)": dict(generator="unet", seed=1),
+    # Capacity: the Kaggle default at the width it trains at on Kaggle, not the demo size.
+    "Kaggle default at full width (ngf=ndf=64)": dict(generator="unet", upsampling="resize_conv", ngf=64, ndf=64),
+    "Kaggle default at full width + 2x discriminator LR": dict(generator="unet", upsampling="resize_conv", ngf=64,
+                                                               ndf=64, d_lr_factor=2.0),
 }
 LONG_DEFAULT = ("Kaggle default (U-Net + resize-conv)", "U-Net with transposed convs", "ResNet + resize-conv")
 BAR = 0.8  # the long mode's bar: FID at most this fraction of the no-style baseline
@@ -258,11 +262,11 @@ def finished_runs(out: Path) -> dict:
 
 
 def long_config(name: str, args, out: Path) -> CycleGANConfig:
-    return CycleGANConfig(image_size=args.size, ngf=32, ndf=32, n_res_blocks=6, holdout_paintings=args.holdout,
-                          num_workers=0, device=args.device, checkpoint_every=10**9, checkpoint_minutes=0.0,
+    model = dict(ngf=32, ndf=32, n_res_blocks=6) | LONG_RECIPES[name]  # the demo size, unless the recipe says
+    return CycleGANConfig(image_size=args.size, holdout_paintings=args.holdout, num_workers=0, device=args.device,
+                          checkpoint_every=10**9, checkpoint_minutes=0.0,
                           amp="off", compile="off",  # fp32 and eager on any device: the maths of the CPU's runs
-                          tensorboard_every=0, eval_photos=args.eval_photos, output_dir=str(out / slug(name)),
-                          **LONG_RECIPES[name])
+                          tensorboard_every=0, eval_photos=args.eval_photos, output_dir=str(out / slug(name)), **model)
 
 
 def long_photos(photos: list[Path], count: int) -> list[Path]:
@@ -514,25 +518,30 @@ def reference_fid(runs: dict, key: str) -> float | None:
 
 
 def plot_curve(runs: dict, path: Path) -> None:
-    figure, axis = plt.subplots(figsize=(10, 4.5))
-    for name, run in runs.items():
-        steps, fids = zip(*[(e["step"], e["fid"]) for e in run["evaluations"]])
-        axis.plot(steps, fids, marker="o", markersize=3, label=name)
+    """FID by step, one panel per device that trained (CPU runs first), each with the reference lines."""
+    devices = sorted({run.get("device", "CPU") for run in runs.values()}, key=lambda device: device != "CPU")
+    figure, axes = plt.subplots(max(1, len(devices)), 1, figsize=(10, 4.5 * max(1, len(devices))), squeeze=False)
     baseline = next(iter(runs.values()))["baseline"]["fid"] if runs else None
-    if baseline:
-        axis.axhline(baseline, color="gray", linestyle="--", label=f"photos, no style ({baseline:.1f})")
-        axis.axhline(BAR * baseline, color="gray", linestyle=":",
-                     label=f"the bar, {BAR} x baseline ({BAR * baseline:.1f})")
-    colour = reference_fid(runs, "colour")
-    if colour:
-        axis.axhline(colour, color="tab:brown", linestyle="--", label=f"photos in Monet's colours ({colour:.1f})")
-    paintings = reference_fid(runs, "paintings")
-    if paintings:
-        axis.axhline(paintings, color="black", linestyle="-.", label=f"Monet's training paintings ({paintings:.1f})")
-    axis.set(xlabel="training step (batch 4)", ylabel="held-out FID (lower is better)",
-             title="FID by step at 64x64 on the competition images (2-core CPU)")
-    axis.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize="small")
-    axis.grid(alpha=0.3)
+    colour, paintings = reference_fid(runs, "colour"), reference_fid(runs, "paintings")
+    for axis, device in zip(axes[:, 0], devices or ["CPU"]):
+        for name, run in runs.items():
+            if run.get("device", "CPU") == device:
+                steps, fids = zip(*[(e["step"], e["fid"]) for e in run["evaluations"]])
+                axis.plot(steps, fids, marker="o", markersize=3, label=name)
+        if baseline:
+            axis.axhline(baseline, color="gray", linestyle="--", label=f"photos, no style ({baseline:.1f})")
+            axis.axhline(BAR * baseline, color="gray", linestyle=":",
+                         label=f"the bar, {BAR} x baseline ({BAR * baseline:.1f})")
+        if colour:
+            axis.axhline(colour, color="tab:brown", linestyle="--", label=f"photos in Monet's colours ({colour:.1f})")
+        if paintings:
+            axis.axhline(paintings, color="black", linestyle="-.",
+                         label=f"Monet's training paintings ({paintings:.1f})")
+        where = "2-core CPU" if device == "CPU" else device
+        axis.set(xlabel="training step (batch 4)", ylabel="held-out FID (lower is better)",
+                 title=f"FID by step at 64x64 on the competition images ({where})")
+        axis.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize="small")
+        axis.grid(alpha=0.3)
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=120)

@@ -135,3 +135,17 @@ def test_a_folder_of_the_chosen_photos_gives_the_same_training_set_in_its_order(
     (only / "photo_jpg" / chosen[2]).unlink()
     with pytest.raises(SystemExit, match=f"1 of its photos are not in .*first: {chosen[2]}"):
         bench_quality.long_dataset(config, args, only)
+
+
+def test_the_curve_has_one_panel_per_device_that_trained(tmp_path):
+    from PIL import Image
+
+    def run(device=None, offset=0.0):
+        evaluations = [{"step": step, "fid": 250.0 - step / 100 + offset} for step in (500, 1000)]
+        return {"evaluations": evaluations, "baseline": {"fid": 260.0}, **({"device": device} if device else {})}
+
+    cpu_only, both = tmp_path / "cpu.png", tmp_path / "both.png"
+    bench_quality.plot_curve({"a": run(), "b": run(offset=3.0)}, cpu_only)
+    bench_quality.plot_curve({"a": run(), "b, on a GPU": run("NVIDIA H100 80GB HBM3")}, both)
+    (width, height), (both_width, both_height) = Image.open(cpu_only).size, Image.open(both).size
+    assert both_width == width and both_height == 2 * height
