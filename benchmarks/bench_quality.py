@@ -520,14 +520,15 @@ def reference_fid(runs: dict, key: str) -> float | None:
 def plot_curve(runs: dict, path: Path) -> None:
     """FID by step, one panel per device that trained (CPU runs first), each with the reference lines."""
     devices = sorted({run.get("device", "CPU") for run in runs.values()}, key=lambda device: device != "CPU")
-    figure, axes = plt.subplots(max(1, len(devices)), 1, figsize=(10, 4.5 * max(1, len(devices))), squeeze=False)
+    rows = max(1, len(devices))
+    figure, axes = plt.subplots(rows, 1, figsize=(11, 4.2 * rows), squeeze=False, sharey=True)
     baseline = next(iter(runs.values()))["baseline"]["fid"] if runs else None
     colour, paintings = reference_fid(runs, "colour"), reference_fid(runs, "paintings")
     for axis, device in zip(axes[:, 0], devices or ["CPU"]):
         for name, run in runs.items():
             if run.get("device", "CPU") == device:
                 steps, fids = zip(*[(e["step"], e["fid"]) for e in run["evaluations"]])
-                axis.plot(steps, fids, marker="o", markersize=3, label=name)
+                axis.plot(steps, fids, marker="o", markersize=3, label=name.replace(f" on {device}", ""))
         if baseline:
             axis.axhline(baseline, color="gray", linestyle="--", label=f"photos, no style ({baseline:.1f})")
             axis.axhline(BAR * baseline, color="gray", linestyle=":",
@@ -537,12 +538,12 @@ def plot_curve(runs: dict, path: Path) -> None:
         if paintings:
             axis.axhline(paintings, color="black", linestyle="-.",
                          label=f"Monet's training paintings ({paintings:.1f})")
-        where = "2-core CPU" if device == "CPU" else device
         axis.set(xlabel="training step (batch 4)", ylabel="held-out FID (lower is better)",
-                 title=f"FID by step at 64x64 on the competition images ({where})")
+                 title=f"trained on {'a 2-core CPU' if device == 'CPU' else device}")
         axis.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize="small")
         axis.grid(alpha=0.3)
-    figure.tight_layout()
+    figure.suptitle("FID by step at 64x64 on the competition images")
+    figure.subplots_adjust(left=0.07, right=0.6, top=1 - 0.7 / (4.2 * rows), bottom=0.5 / (4.2 * rows), hspace=0.3)
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=120)
     plt.close(figure)
