@@ -141,6 +141,12 @@ class Report:
 def run(args) -> int:
     import torch
 
+    data = Path(args.data) if args.data else BUNDLE / "data"
+    if (data.parent / "photo_order.json").exists():
+        print(f"error: {data.parent} is the long quality benchmark's bundle (prepare --long-photos): it holds every "
+              "painting, the ones `score` holds out among them; make one with `prepare` alone for `run`",
+              file=sys.stderr)
+        return 2
     cuda = torch.cuda.is_available() and not args.cpu
     if not cuda and not args.cpu:
         print("error: no CUDA device here; --cpu runs the same steps small, on the CPU", file=sys.stderr)
@@ -154,7 +160,6 @@ def run(args) -> int:
     report(f"# GPU check: {name}, PyTorch {torch.__version__}, {time.strftime('%Y-%m-%d %H:%M')}\n")
 
     with tempfile.TemporaryDirectory() as scratch:
-        data = Path(args.data) if args.data else BUNDLE / "data"
         if not (data / "photo_jpg").is_dir():
             print(f"error: no data at {data} (run `prepare` here and carry gpu_bundle, or pass --data)",
                   file=sys.stderr)

@@ -70,3 +70,27 @@ def test_score_rates_the_translations_beside_the_untouched_photos(cpu_run, real_
     rows = {line.split("|")[1].strip(): float(line.split("|")[2]) for line in scored.stdout.splitlines()
             if line.startswith("| translations") or line.startswith("| photos, no style")}
     assert set(rows) == {"translations", "photos, no style (baseline)"} and all(v > 0 for v in rows.values()), rows
+
+
+def test_prepare_for_the_long_benchmark_keeps_its_photos_in_order_and_every_painting(real_looking_data, tmp_path):
+    """bench_quality --long on the GPU must train on the photos, in the order, that it trains on here,
+    and hold out the same paintings: so the bundle has its photos in order and every painting."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from bench_quality import long_photos
+    from monet_utils.data import list_images
+
+    bundle = tmp_path / "bundle"
+    done = subprocess.run([sys.executable, str(SCRIPT), "prepare", "--no-wheels", "--data", str(real_looking_data),
+                           "--bundle", str(bundle), "--long-photos", "7"], cwd=REPO, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    expected = [path.name for path in long_photos(list_images(real_looking_data / "photo_jpg"), 7)]
+    assert json.loads((bundle / "photo_order.json").read_text()) == expected
+    assert sorted(p.name for p in (bundle / "data" / "photo_jpg").iterdir()) == sorted(expected)
+    assert len(list((bundle / "data" / "monet_jpg").iterdir())) == 6
+    assert json.loads((bundle / "manifest.json").read_text())["holdout"] == 0
+
+    # `run` trains on every painting it is given, and `score` holds some out: it refuses this bundle.
+    refused = subprocess.run([sys.executable, str(SCRIPT), "run", "--cpu", "--data", str(bundle / "data"),
+                              "--out", str(tmp_path / "out")], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 2 and "long quality benchmark's bundle" in refused.stderr
