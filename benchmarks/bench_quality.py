@@ -84,6 +84,7 @@ LONG_RECIPES = {
     "U-Net + painting rot90": dict(generator="unet", painting_augment="rot90"),
     "U-Net + 2x discriminator LR": dict(generator="unet", d_lr_factor=2.0),
     "Kaggle default + 2x discriminator LR": dict(generator="unet", upsampling="resize_conv", d_lr_factor=2.0),
+    "Kaggle default + label smoothing": dict(generator="unet", upsampling="resize_conv", real_label=0.9),
     # The run-to-run spread: the same recipe from another seed (the same photos and evaluations).
     "U-Net with transposed convs (seed 1)": dict(generator="unet", seed=1),
     # Capacity: the Kaggle default at the width it trains at on Kaggle, not the demo size.
