@@ -526,10 +526,11 @@ def plot_curve(runs: dict, path: Path) -> None:
     baseline = next(iter(runs.values()))["baseline"]["fid"] if runs else None
     colour, paintings = reference_fid(runs, "colour"), reference_fid(runs, "paintings")
     for axis, device in zip(axes[:, 0], devices or ["CPU"]):
-        for name, run in runs.items():
-            if run.get("device", "CPU") == device:
-                steps, fids = zip(*[(e["step"], e["fid"]) for e in run["evaluations"]])
-                axis.plot(steps, fids, marker="o", markersize=3, label=name.replace(f" on {device}", ""))
+        panel = [(name, run) for name, run in runs.items() if run.get("device", "CPU") == device]
+        for i, (name, run) in enumerate(panel):
+            steps, fids = zip(*[(e["step"], e["fid"]) for e in run["evaluations"]])
+            axis.plot(steps, fids, marker="o", markersize=3, color=f"C{i % 10}", linestyle="-" if i < 10 else "--",
+                      label=name.replace(f" on {device}", ""))  # past ten colours, dashed
         if baseline:
             axis.axhline(baseline, color="gray", linestyle="--", label=f"photos, no style ({baseline:.1f})")
             axis.axhline(BAR * baseline, color="gray", linestyle=":",
