@@ -409,8 +409,7 @@ def record_run(name: str, args, root: Path, scratch: Path, out: Path) -> Path:
         trainer.fit(loader, resume=False, progress=False)
         generator = trainer.model.G_photo2monet
         generator.eval()
-        with torch.inference_mode():
-            translations = torch.cat(list(evaluator.translations(generator))).cpu()
+        translations = torch.cat(list(evaluator.translations(generator)))
         generator.train()
         state = {**run, "step": trainer.step, "epoch": trainer.epoch,
                  "train_seconds": round(trainer.train_seconds, 1)}

@@ -83,6 +83,7 @@ class Evaluator:
         scores = fid_scores(self.reference, self.features(translations, "generated"), memorized_features=self.memorized)
         return {"fid": scores["fid"], "mifid": scores["mifid"]}
 
+    @torch.inference_mode()
     def translations(self, generator):
         """uint8 batches of the chosen photos through `generator` (its mode as it is)."""
         for start in range(0, len(self.photo_paths), BATCH):
