@@ -94,6 +94,7 @@ LONG_RECIPES = {
 }
 LONG_DEFAULT = ("Kaggle default (U-Net + resize-conv)", "U-Net with transposed convs", "ResNet + resize-conv")
 BAR = 0.8  # the long mode's bar: FID at most this fraction of the no-style baseline
+LONG_STEPS = 4000  # the long mode's schedule; a run planned for another length is named with it
 
 
 def parse_args(argv=None):
@@ -108,8 +109,9 @@ def parse_args(argv=None):
     parser.add_argument("--out", default=str(REPO_ROOT / "outputs" / "bench_quality"))
     long = parser.add_argument_group("long mode")
     long.add_argument("--long", action="store_true", help="FID by step of LONG_RECIPES")
-    long.add_argument("--long-steps", type=int, default=4000,
-                      help="step limit; the LR schedule is planned for it (0 with --record: what --minutes holds)")
+    long.add_argument("--long-steps", type=int, default=LONG_STEPS,
+                      help="step limit; the LR schedule is planned for it (0 with --record: what --minutes holds); "
+                           f"a run of another length than {LONG_STEPS} is named with it, beside the recipe's")
     long.add_argument("--stop-steps", type=int, default=0,
                       help="stop here, the LR schedule still planned for --long-steps: an ablation's curve then "
                            "matches the default's over the constant-LR stretch")
@@ -238,9 +240,10 @@ def long_mode(args, root: Path, network_file: Path) -> int:
             score_recorded(archive, args, root, network_file, out)
     else:
         for name in args.recipes.split(","):
-            if not (out / slug(name) / "evaluations.json").exists():
-                results = train_and_evaluate(name, args, root, network_file, out)
-                write_json(out / slug(name) / "evaluations.json", results)
+            run = run_name(name, args.long_steps)
+            if not (out / slug(run) / "evaluations.json").exists():
+                results = train_and_evaluate(name, args, root, network_file, out / slug(run))
+                write_json(out / slug(run) / "evaluations.json", {"name": run, **results})
     runs = finished_runs(out)
     plot_curve(runs, out / "curve.png")
     print_long_table(runs, args.size)
@@ -262,12 +265,16 @@ def finished_runs(out: Path) -> dict:
                                                        item[0])))
 
 
-def long_config(name: str, args, out: Path) -> CycleGANConfig:
+def run_name(recipe: str, steps: int) -> str:
+    return recipe if steps == LONG_STEPS else f"{recipe}, {steps:,} steps"
+
+
+def long_config(name: str, args, folder: Path) -> CycleGANConfig:
     model = dict(ngf=32, ndf=32, n_res_blocks=6) | LONG_RECIPES[name]  # the demo size, unless the recipe says
     return CycleGANConfig(image_size=args.size, holdout_paintings=args.holdout, num_workers=0, device=args.device,
                           checkpoint_every=10**9, checkpoint_minutes=0.0,
                           amp="off", compile="off",  # fp32 and eager on any device: the maths of the CPU's runs
-                          tensorboard_every=0, eval_photos=args.eval_photos, output_dir=str(out / slug(name)), **model)
+                          tensorboard_every=0, eval_photos=args.eval_photos, output_dir=str(folder), **model)
 
 
 def long_photos(photos: list[Path], count: int) -> list[Path]:
@@ -293,9 +300,10 @@ def long_dataset(config: CycleGANConfig, args, root: Path):
     return dataset
 
 
-def long_trainer(name: str, args, root: Path, out: Path):
-    """Recipe `name`'s trainer, dataset and loader, its schedule planned for --long-steps."""
-    config = long_config(name, args, out)
+def long_trainer(name: str, args, root: Path, folder: Path):
+    """Recipe `name`'s trainer (writing into `folder`), dataset and loader, its schedule planned
+    for --long-steps."""
+    config = long_config(name, args, folder)
     dataset = long_dataset(config, args, root)
     trainer = CycleGANTrainer(config)
     loader = trainer.train_loader(dataset)
@@ -311,11 +319,11 @@ def set_schedule(trainer: CycleGANTrainer, loader, steps: int) -> int:
     return epochs
 
 
-def train_and_evaluate(name: str, args, root: Path, network_file: Path, out: Path) -> dict:
-    """Train recipe `name`, evaluating every `eval_steps` until FID stops improving or a limit;
-    its evaluations, the no-style baseline on the same photos, and the artifact shares."""
-    shutil.rmtree(out / slug(name), ignore_errors=True)  # an interrupted run's best.json would outrank this one's
-    trainer, dataset, loader = long_trainer(name, args, root, out)
+def train_and_evaluate(name: str, args, root: Path, network_file: Path, folder: Path) -> dict:
+    """Train recipe `name` into `folder`, evaluating every `eval_steps` until FID stops improving or
+    a limit; its evaluations, the no-style baseline on the same photos, and the artifact shares."""
+    shutil.rmtree(folder, ignore_errors=True)  # an interrupted run's best.json would outrank this one's
+    trainer, dataset, loader = long_trainer(name, args, root, folder)
     epochs = trainer.config.epochs
     evaluator = Evaluator(trainer.config, dataset, trainer.device, network_file)
     last_step = min(args.long_steps, args.stop_steps or args.long_steps)
@@ -330,7 +338,7 @@ def train_and_evaluate(name: str, args, root: Path, network_file: Path, out: Pat
         best = min(e["fid"] for e in trainer.evaluations)
         since_best = 0 if trainer.evaluations[-1]["fid"] == best else since_best + 1
     scored, translations = best_translations(evaluator, trainer.best_path, args.size)
-    save_full_size(translations[:8], scored[:8], out / slug(name) / "translations.png")
+    save_full_size(translations[:8], scored[:8], folder / "translations.png")
     return {"evaluations": trainer.evaluations, "steps": trainer.step, "planned_steps": args.long_steps,
             "train_seconds": round(trainer.train_seconds, 1), "epochs": epochs,
             **reference_scores(evaluator, scored, translations, args.size)}
@@ -375,7 +383,7 @@ def record_run(name: str, args, root: Path, scratch: Path, out: Path) -> Path:
     photos at every evaluation in out/<run>.zip (PNGs, and a JSON of the run's state). With
     --long-steps 0, the schedule is planned for the steps that --minutes holds at the speed
     measured over PLAN_STEPS, evaluated --snapshots times. Returns the zip."""
-    trainer, dataset, loader = long_trainer(name, args, root, scratch)
+    trainer, dataset, loader = long_trainer(name, args, root, scratch / slug(name))
     evaluator = Evaluator(trainer.config, dataset, trainer.device, network_file=None)  # chooses the photos
     steps, every = args.long_steps, args.eval_steps
     if not steps:
@@ -431,7 +439,7 @@ def score_recorded(archive_path: Path, args, root: Path, network_file: Path, out
         if not states:
             raise SystemExit(f"{archive_path}: no evaluations recorded")
         run = states[-1]
-        config = long_config(run["recipe"], args, out / "scoring")
+        config = long_config(run["recipe"], args, out / "scoring" / slug(run["recipe"]))
         evaluator = Evaluator(config, long_dataset(config, args, root), torch.device("cpu"), network_file)
         if [path.name for path in evaluator.photo_paths] != run["photos"]:
             raise SystemExit(f"{archive_path}: its translations are of other photos than this benchmark's "
@@ -471,7 +479,7 @@ def rescore_artifacts(args, root: Path, network_file: Path, out: Path) -> None:
         results, best_path = out / slug(name) / "evaluations.json", out / slug(name) / "checkpoints" / "best.pt"
         if not (results.exists() and best_path.exists()):
             continue
-        config = long_config(name, args, out)
+        config = long_config(name, args, out / slug(name))
         evaluator = Evaluator(config, long_dataset(config, args, root), torch.device("cpu"), network_file)
         scored, translations = best_translations(evaluator, best_path, args.size)
         write_json(results, {**json.loads(results.read_text()), **artifact_shares(translations, scored)})

@@ -113,6 +113,26 @@ def test_a_recorded_run_scores_as_the_evaluator_scores_the_generator(tmp_path, f
         bench_quality.score_recorded(archive, args, data, feature_network, out)
 
 
+def test_a_run_planned_for_another_length_is_kept_beside_the_recipes_run(tmp_path, feature_network, capsys):
+    """A longer schedule of a recipe already run is a new run, not skipped as done or written over it."""
+    from .conftest import write_images
+
+    data = tmp_path / "data"
+    write_images(data / "photo_jpg", 12, size=(40, 40), seed=1, prefix="photo")
+    write_images(data / "monet_jpg", 6, size=(40, 40), seed=2, prefix="monet")
+    recipe = "Kaggle default (U-Net + resize-conv)"
+    common = ["--long", "--recipes", recipe, "--size", "32", "--photos", "8", "--holdout", "2",
+              "--eval-photos", "5", "--eval-steps", "3", "--patience", "5", "--out", str(tmp_path / "bench")]
+    for extra in (["--stop-steps", "3"], ["--long-steps", "6"]):
+        bench_quality.long_mode(bench_quality.parse_args(common + extra), data, feature_network)
+    runs = bench_quality.finished_runs(tmp_path / "bench" / "long")
+    assert list(runs) == [recipe, f"{recipe}, 6 steps"]
+    assert [e["step"] for e in runs[recipe]["evaluations"]] == [3]
+    assert [e["step"] for e in runs[f"{recipe}, 6 steps"]["evaluations"]] == [3, 6]
+    assert runs[f"{recipe}, 6 steps"]["planned_steps"] == 6
+    assert f"{recipe}, 6 steps" in capsys.readouterr().out  # in the table
+
+
 def test_a_folder_of_the_chosen_photos_gives_the_same_training_set_in_its_order(tmp_path):
     from .conftest import write_images
 
