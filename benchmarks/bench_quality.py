@@ -124,6 +124,9 @@ def parse_args(argv=None):
     long.add_argument("--device", default="cpu", help="where the long mode trains: cpu, or cuda on a GPU machine")
     long.add_argument("--record", default="", metavar="DIR",
                       help="no FID network here: keep each evaluation's translations in DIR/<run>.zip instead")
+    long.add_argument("--device-speed", action="store_true",
+                      help="train with the device's amp and compile (their 'auto'), not the CPU runs' fp32 eager "
+                           "maths: on a GPU, longer schedules in the same time")
     long.add_argument("--snapshots", type=int, default=6, help="--record with --long-steps 0: evaluations in all")
     long.add_argument("--score-recorded", default="", metavar="DIR", help="score the runs --record kept in DIR")
     long.add_argument("--photo-order", default="", metavar="FILE",
@@ -138,6 +141,8 @@ def parse_args(argv=None):
         parser.error(f"unknown recipe(s) {unknown}; known: {list(known)}")
     if args.long_steps < 0 or (args.long_steps == 0 and not args.record):
         parser.error("--long-steps must be positive (0, fitted to --minutes, only with --record)")
+    if args.device_speed and not args.record:
+        parser.error("--device-speed only with --record: the runs scored here train in fp32, eagerly")
     return args
 
 
@@ -271,9 +276,10 @@ def run_name(recipe: str, steps: int) -> str:
 
 def long_config(name: str, args, folder: Path) -> CycleGANConfig:
     model = dict(ngf=32, ndf=32, n_res_blocks=6) | LONG_RECIPES[name]  # the demo size, unless the recipe says
+    # fp32 and eager on any device, the maths of the CPU's runs, unless --device-speed
+    speed = "auto" if args.device_speed else "off"
     return CycleGANConfig(image_size=args.size, holdout_paintings=args.holdout, num_workers=0, device=args.device,
-                          checkpoint_every=10**9, checkpoint_minutes=0.0,
-                          amp="off", compile="off",  # fp32 and eager on any device: the maths of the CPU's runs
+                          checkpoint_every=10**9, checkpoint_minutes=0.0, amp=speed, compile=speed,
                           tensorboard_every=0, eval_photos=args.eval_photos, output_dir=str(folder), **model)
 
 
@@ -405,7 +411,9 @@ def record_run(name: str, args, root: Path, scratch: Path, out: Path) -> Path:
               f"{steps:,} steps ({epochs} epochs) fit in {args.minutes} min", flush=True)
     epochs = set_schedule(trainer, loader, steps)
     device = torch.cuda.get_device_name(trainer.device) if trainer.device.type == "cuda" else "CPU"
-    run = {"name": f"{name}, {steps:,} steps on {device}", "recipe": name, "planned_steps": steps, "epochs": epochs,
+    speed = trainer.speed
+    maths = f", {speed.amp if speed.amp != 'off' else 'fp32'}{' compiled' if speed.compile else ''}"
+    run = {"name": f"{name}, {steps:,} steps{maths if args.device_speed else ''} on {device}", "recipe": name, "planned_steps": steps, "epochs": epochs,
            "device": device, "photos": [path.name for path in evaluator.photo_paths]}
     archive = out / f"{slug(run['name'])}.zip"
     out.mkdir(parents=True, exist_ok=True)

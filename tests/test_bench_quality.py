@@ -113,6 +113,31 @@ def test_a_recorded_run_scores_as_the_evaluator_scores_the_generator(tmp_path, f
         bench_quality.score_recorded(archive, args, data, feature_network, out)
 
 
+def test_device_speed_leaves_amp_and_compile_to_the_device_and_names_the_recorded_run_with_them(tmp_path):
+    from .conftest import write_images
+
+    data = tmp_path / "data"
+    write_images(data / "photo_jpg", 12, size=(40, 40), seed=1, prefix="photo")
+    write_images(data / "monet_jpg", 6, size=(40, 40), seed=2, prefix="monet")
+    _, fp32_eager, _ = recorded_run(tmp_path, data)
+    args, device_speed, _ = recorded_run(tmp_path, data, "--device-speed")
+    config = bench_quality.long_config(args.recipes, args, tmp_path / "out")
+    assert (config.amp, config.compile) == ("auto", "auto")
+    assert device_speed != fp32_eager and fp32_eager.exists()  # two runs, neither written over
+    args.device_speed = False
+    config = bench_quality.long_config(args.recipes, args, tmp_path / "out")
+    assert (config.amp, config.compile) == ("off", "off")
+    with pytest.raises(SystemExit):  # the runs trained and scored here stay fp32 and eager
+        bench_quality.parse_args(["--long", "--device-speed"])
+
+
+def test_long_steps_must_be_positive_unless_fitted_to_the_minutes_of_a_recorded_run():
+    for steps in ("-1", "0"):
+        with pytest.raises(SystemExit):
+            bench_quality.parse_args(["--long", "--long-steps", steps])
+    assert bench_quality.parse_args(["--long", "--long-steps", "0", "--record", "x"]).long_steps == 0
+
+
 def test_a_run_planned_for_another_length_is_kept_beside_the_recipes_run(tmp_path, feature_network, capsys):
     """A longer schedule of a recipe already run is a new run, not skipped as done or written over it."""
     from .conftest import write_images
