@@ -418,8 +418,8 @@ def record_run(name: str, args, root: Path, scratch: Path, out: Path) -> Path:
     epochs = set_schedule(trainer, loader, steps)
     device = torch.cuda.get_device_name(trainer.device) if trainer.device.type == "cuda" else "CPU"
     speed = trainer.speed
-    maths = f", {speed.amp if speed.amp != 'off' else 'fp32'}{' compiled' if speed.compile else ''}"
-    run = {"name": f"{name}, {steps:,} steps{maths if args.device_speed else ''} on {device}", "recipe": name,
+    maths = f", {speed.amp.replace('off', 'fp32')}{' compiled' if speed.compile else ''}" if args.device_speed else ""
+    run = {"name": f"{name}, {steps:,} steps{maths} on {device}", "recipe": name,
            "planned_steps": steps, "epochs": epochs,
            "device": device, "photos": [path.name for path in evaluator.photo_paths]}
     archive = out / f"{slug(run['name'])}.zip"
@@ -519,17 +519,22 @@ def overfit_mode(args, root: Path) -> int:
     the first --eval-photos training photos by its G_photo2monet)."""
     print(f"{'run':<56} {'checkpoint':>10} {'step':>6} {'training':>9} {'held-out':>9} {'translations':>12} "
           f"{'held-out under the median':>25}")
+    loaded = {}  # (size, held out) -> photos, training and held-out paintings: every run shares them
     for path in sorted((Path(args.out) / "long").glob("*/checkpoints/*.pt")):
         state = read_checkpoint(path)
         config = checkpoint_config(state, path)
-        dataset = long_dataset(config, args, root)
+        key = config.image_size, config.holdout_paintings
+        if key not in loaded:
+            dataset = long_dataset(config, args, root)
+            loaded[key] = [load_images(paths, config.image_size) for paths in (
+                dataset.photo_paths[:args.eval_photos], dataset.monet_paths, dataset.holdout_paths)]
+        photos, training, held_out = loaded[key]
         discriminator = PatchDiscriminator(config.ndf, norm=config.norm)
         load_network(discriminator, state["networks"]["D_monet"], "D_monet", path)
         generator, _ = load_generator(path, device="cpu")
         with torch.inference_mode():
-            fakes = generator(load_images(dataset.photo_paths[:args.eval_photos], config.image_size))
-        verdicts = painting_verdicts(discriminator.eval(), load_images(dataset.monet_paths, config.image_size),
-                                     load_images(dataset.holdout_paths, config.image_size), fakes)
+            fakes = generator(photos)
+        verdicts = painting_verdicts(discriminator.eval(), training, held_out, fakes)
         print(f"{path.parent.parent.name[:56]:<56} {path.stem:>10} {state['step']:>6} {verdicts['training']:>9.3f} "
               f"{verdicts['held_out']:>9.3f} {verdicts['translations']:>12.3f} "
               f"{verdicts['held_out_below_median']:>25.2f}", flush=True)
