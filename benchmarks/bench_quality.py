@@ -86,6 +86,8 @@ LONG_RECIPES = {
     "U-Net + 2x discriminator LR": dict(generator="unet", d_lr_factor=2.0),
     "Kaggle default + 2x discriminator LR": dict(generator="unet", upsampling="resize_conv", d_lr_factor=2.0),
     "Kaggle default + label smoothing": dict(generator="unet", upsampling="resize_conv", real_label=0.9),
+    # Against the painting discriminator learning its 240 paintings by heart (--overfit), over a long schedule.
+    "Kaggle default + DiffAugment": dict(generator="unet", upsampling="resize_conv", diffaugment=DIFFAUGMENT),
     # The run-to-run spread: the same recipe from another seed (the same photos and evaluations).
     "U-Net with transposed convs (seed 1)": dict(generator="unet", seed=1),
     # Capacity: the Kaggle default at the width it trains at on Kaggle, not the demo size.
@@ -120,7 +122,7 @@ def parse_args(argv=None):
     long.add_argument("--eval-steps", type=int, default=500, help="steps between evaluations")
     long.add_argument("--eval-photos", type=int, default=250, help="photos translated at each evaluation")
     long.add_argument("--rescore-artifacts", action="store_true",
-                      help="only recompute each finished recipe's artifact share from its best.pt")
+                      help="only recompute each finished run's artifact share from its best.pt")
     long.add_argument("--patience", type=int, default=3, help="stop after this many evaluations without a better FID")
     long.add_argument("--device", default="cpu", help="where the long mode trains: cpu, or cuda on a GPU machine")
     long.add_argument("--record", default="", metavar="DIR",
@@ -489,16 +491,17 @@ def artifact_shares(translations: torch.Tensor, photos: torch.Tensor) -> dict:
 
 
 def rescore_artifacts(args, root: Path, network_file: Path, out: Path) -> None:
-    """The artifact shares of every finished recipe again, from its best.pt: after a change of the measure."""
-    for name in LONG_RECIPES:
-        results, best_path = out / slug(name) / "evaluations.json", out / slug(name) / "checkpoints" / "best.pt"
-        if not (results.exists() and best_path.exists()):
+    """The artifact shares of every finished run with a best.pt again: after a change of the measure.
+    Each run is evaluated with the config its checkpoint trained with."""
+    for results in sorted(out.glob("*/evaluations.json")):
+        best_path = results.parent / "checkpoints" / "best.pt"
+        if not best_path.exists():
             continue
-        config = long_config(name, args, out / slug(name))
+        config = checkpoint_config(read_checkpoint(best_path), best_path)
         evaluator = Evaluator(config, long_dataset(config, args, root), torch.device("cpu"), network_file)
         scored, translations = best_translations(evaluator, best_path, args.size)
         write_json(results, {**json.loads(results.read_text()), **artifact_shares(translations, scored)})
-        save_full_size(translations[:8], scored[:8], out / slug(name) / "translations.png")
+        save_full_size(translations[:8], scored[:8], results.parent / "translations.png")
 
 
 def painting_verdicts(discriminator, training: torch.Tensor, held_out: torch.Tensor, fakes: torch.Tensor) -> dict:

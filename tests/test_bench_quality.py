@@ -181,6 +181,25 @@ def test_a_run_planned_for_another_length_is_kept_beside_the_recipes_run(tmp_pat
     assert runs[f"{recipe}, 6 steps"]["planned_steps"] == 6
     assert f"{recipe}, 6 steps" in capsys.readouterr().out  # in the table
 
+    # Rescoring the artifacts reaches both runs, and gives what each run measured at its end.
+    for name, run in runs.items():
+        path = tmp_path / "bench" / "long" / bench_quality.slug(name) / "evaluations.json"
+        path.write_text(json.dumps({k: v for k, v in run.items() if k != "artifacts"}))
+    bench_quality.long_mode(bench_quality.parse_args(common + ["--rescore-artifacts"]), data, feature_network)
+    rescored = bench_quality.finished_runs(tmp_path / "bench" / "long")
+    assert {name: run.get("artifacts") for name, run in rescored.items()} == pytest.approx(
+        {name: run["artifacts"] for name, run in runs.items()})
+
+    # --overfit rates every checkpoint of both runs: the latest at the run's last step, the best at its best evaluation.
+    capsys.readouterr()
+    bench_quality.overfit_mode(bench_quality.parse_args(common + ["--overfit"]), data)
+    rows = {(row[0], row[1]): int(row[2]) for row in map(str.split, capsys.readouterr().out.splitlines()[1:])}
+    expected = {}
+    for name, run in runs.items():
+        best = min(run["evaluations"], key=lambda e: e["fid"])["step"]
+        expected |= {(bench_quality.slug(name), "latest"): run["steps"], (bench_quality.slug(name), "best"): best}
+    assert rows == expected
+
 
 def test_a_folder_of_the_chosen_photos_gives_the_same_training_set_in_its_order(tmp_path):
     from .conftest import write_images
