@@ -351,7 +351,8 @@ def train_and_evaluate(name: str, args, root: Path, network_file: Path, folder: 
         trainer.fit(loader, resume=False, progress=False, evaluator=evaluator)  # evaluates at max_steps
         best = min(e["fid"] for e in trainer.evaluations)
         since_best = 0 if trainer.evaluations[-1]["fid"] == best else since_best + 1
-    scored, translations = best_translations(evaluator, trainer.best_path, args.size)
+    best_generator, _ = load_generator(trainer.best_path, device="cpu")
+    scored, translations = best_translations(evaluator, best_generator, args.size)
     save_full_size(translations[:8], scored[:8], folder / "translations.png")
     return {"evaluations": trainer.evaluations, "steps": trainer.step, "planned_steps": args.long_steps,
             "train_seconds": round(trainer.train_seconds, 1), "epochs": epochs,
@@ -480,9 +481,8 @@ def score_recorded(archive_path: Path, args, root: Path, network_file: Path, out
         **reference_scores(evaluator, scored, best[1], args.size)})
 
 
-def best_translations(evaluator: Evaluator, best_path: Path, size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The evaluator's photos and their translations by the best checkpoint, uint8."""
-    best_generator, _ = load_generator(best_path, device="cpu")
+def best_translations(evaluator: Evaluator, best_generator, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The evaluator's photos and their translations by the best checkpoint's generator, uint8."""
     return scored_photos(evaluator, size), torch.cat(list(evaluator.translations(best_generator)))
 
 
@@ -497,9 +497,9 @@ def rescore_artifacts(args, root: Path, network_file: Path, out: Path) -> None:
         best_path = results.parent / "checkpoints" / "best.pt"
         if not best_path.exists():
             continue
-        config = checkpoint_config(read_checkpoint(best_path), best_path)
+        best_generator, config = load_generator(best_path, device="cpu")  # read once: its weights and config
         evaluator = Evaluator(config, long_dataset(config, args, root), torch.device("cpu"), network_file)
-        scored, translations = best_translations(evaluator, best_path, args.size)
+        scored, translations = best_translations(evaluator, best_generator, args.size)
         write_json(results, {**json.loads(results.read_text()), **artifact_shares(translations, scored)})
         save_full_size(translations[:8], scored[:8], results.parent / "translations.png")
 
