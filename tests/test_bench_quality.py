@@ -69,6 +69,18 @@ def test_every_recipe_can_be_named_in_recipes():
     assert set(bench_quality.LONG_DEFAULT) <= set(bench_quality.LONG_RECIPES)
 
 
+def test_every_long_recipe_builds_its_config(tmp_path):
+    # A misspelt option would first fail an hour into a long run; the loss weights are what the names say.
+    args = bench_quality.parse_args(["--long"])
+    configs = {name: bench_quality.long_config(name, args, tmp_path) for name in bench_quality.LONG_RECIPES}
+    default = configs["Kaggle default (U-Net + resize-conv)"]
+    assert (default.cycle_lambda, default.identity_lambda) == (10.0, 5.0)
+    assert (configs["Kaggle default + cycle lambda 5"].cycle_lambda,
+            configs["Kaggle default + cycle lambda 5"].identity_lambda) == (5.0, 2.5)
+    assert (configs["Kaggle default + identity weight 0.1"].cycle_lambda,
+            configs["Kaggle default + identity weight 0.1"].identity_lambda) == (10.0, 1.0)
+
+
 def test_the_verdicts_tell_a_discriminator_that_learnt_its_paintings_from_one_that_judges_style():
     generator = torch.Generator().manual_seed(0)
     painting = lambda n: torch.rand(n, 3, 8, 8, generator=generator) * 0.5 + 0.3  # noqa: E731  bright
