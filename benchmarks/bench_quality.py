@@ -88,6 +88,8 @@ LONG_RECIPES = {
     "Kaggle default + label smoothing": dict(generator="unet", upsampling="resize_conv", real_label=0.9),
     # Against the painting discriminator learning its 240 paintings by heart (--overfit), over a long schedule.
     "Kaggle default + DiffAugment": dict(generator="unet", upsampling="resize_conv", diffaugment=DIFFAUGMENT),
+    # The weaker augmentation: colour only, no translation or cutout of the paintings' brushwork.
+    "Kaggle default + colour DiffAugment": dict(generator="unet", upsampling="resize_conv", diffaugment="color"),
     # The translations stay close to their photos: loosen what ties them there (the identity loss is
     # identity_weight x cycle_lambda, so a lower cycle lambda lowers both).
     "Kaggle default + cycle lambda 5": dict(generator="unet", upsampling="resize_conv", cycle_lambda=5.0),
