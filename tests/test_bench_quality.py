@@ -72,13 +72,11 @@ def test_every_recipe_can_be_named_in_recipes():
 def test_every_long_recipe_builds_its_config(tmp_path):
     # A misspelt option would first fail an hour into a long run; the loss weights are what the names say.
     args = bench_quality.parse_args(["--long"])
-    configs = {name: bench_quality.long_config(name, args, tmp_path) for name in bench_quality.LONG_RECIPES}
-    default = configs["Kaggle default (U-Net + resize-conv)"]
-    assert (default.cycle_lambda, default.identity_lambda) == (10.0, 5.0)
-    assert (configs["Kaggle default + cycle lambda 5"].cycle_lambda,
-            configs["Kaggle default + cycle lambda 5"].identity_lambda) == (5.0, 2.5)
-    assert (configs["Kaggle default + identity weight 0.1"].cycle_lambda,
-            configs["Kaggle default + identity weight 0.1"].identity_lambda) == (10.0, 1.0)
+    configs = (bench_quality.long_config(name, args, tmp_path) for name in bench_quality.LONG_RECIPES)
+    weights = {name: (c.cycle_lambda, c.identity_lambda) for name, c in zip(bench_quality.LONG_RECIPES, configs)}
+    assert weights["Kaggle default (U-Net + resize-conv)"] == (10.0, 5.0)
+    assert weights["Kaggle default + cycle lambda 5"] == (5.0, 2.5)
+    assert weights["Kaggle default + identity weight 0.1"] == (10.0, 1.0)
 
 
 def test_the_verdicts_tell_a_discriminator_that_learnt_its_paintings_from_one_that_judges_style():
