@@ -94,6 +94,8 @@ LONG_RECIPES = {
     # identity_weight x cycle_lambda, so a lower cycle lambda lowers both).
     "Kaggle default + cycle lambda 5": dict(generator="unet", upsampling="resize_conv", cycle_lambda=5.0),
     "Kaggle default + identity weight 0.1": dict(generator="unet", upsampling="resize_conv", identity_weight=0.1),
+    # Training unchanged; evaluated with the generators' weight average (and, to compare, the weights as trained).
+    "Kaggle default + EMA 0.999": dict(generator="unet", upsampling="resize_conv", ema_decay=0.999),
     # The run-to-run spread: the same recipe from another seed (the same photos and evaluations).
     "U-Net with transposed convs (seed 1)": dict(generator="unet", seed=1),
     # Capacity: the Kaggle default at the width it trains at on Kaggle, not the demo size.
@@ -235,13 +237,13 @@ def main(argv=None) -> int:
         print(f"\n{name}: {config.generator}, {config.upsampling}, decay {config.decay_epochs} of {epochs} epochs, "
               f"DiffAugment {config.diffaugment or 'off'}", flush=True)
         trainer.fit(trainer.train_loader(dataset))
-        fake = translate(trainer.model.G_photo2monet, scored)
+        fake = translate(trainer.model.inference_generators[0], scored)
         results[name] = {**fid_scores(held_out, features(fake, name), memorized_features=training),
                          "steps": trainer.step, "train_seconds": round(trainer.train_seconds, 1)}
         sample_photos = load_images(scored_photos[:6], args.size)
         sample_monets = load_images(dataset.holdout_paths[:6], args.size)
         with torch.inference_mode():
-            plot_samples(trainer.model.G_photo2monet, trainer.model.G_monet2photo, sample_photos, sample_monets,
+            plot_samples(*trainer.model.inference_generators, sample_photos, sample_monets,
                          path=out / slug(name) / "samples.png")
         write_json(results_path, results)
         print(f"{name}: FID {results[name]['fid']:.1f}, MiFID {results[name]['mifid']:.1f}", flush=True)
@@ -355,6 +357,8 @@ def train_and_evaluate(name: str, args, root: Path, network_file: Path, folder: 
     while since_best < args.patience and trainer.step < last_step and trainer.train_seconds < args.minutes * 60:
         trainer.config.max_steps = min(trainer.step + args.eval_steps, last_step)
         trainer.fit(loader, resume=False, progress=False, evaluator=evaluator)  # evaluates at max_steps
+        if trainer.model.averages:  # the same step's weights as trained, scored beside their average
+            trainer.evaluations[-1]["fid_trained"] = trained_fid(evaluator, trainer.model.G_photo2monet)
         best = min(e["fid"] for e in trainer.evaluations)
         since_best = 0 if trainer.evaluations[-1]["fid"] == best else since_best + 1
     best_generator, _ = load_generator(trainer.best_path, device="cpu")
@@ -363,6 +367,15 @@ def train_and_evaluate(name: str, args, root: Path, network_file: Path, folder: 
     return {"evaluations": trainer.evaluations, "steps": trainer.step, "planned_steps": args.long_steps,
             "train_seconds": round(trainer.train_seconds, 1), "epochs": epochs,
             **reference_scores(evaluator, scored, translations, args.size)}
+
+
+def trained_fid(evaluator: Evaluator, generator) -> float:
+    """The FID of `generator` (the trained weights, whose average the run evaluates) on the evaluator's photos."""
+    generator.eval()
+    try:
+        return evaluator.score(evaluator.translations(generator))["fid"]
+    finally:
+        generator.train()
 
 
 def reference_scores(evaluator: Evaluator, scored: torch.Tensor, translations: torch.Tensor, size: int) -> dict:
@@ -439,7 +452,7 @@ def record_run(name: str, args, root: Path, scratch: Path, out: Path) -> Path:
     while trainer.step < steps and trainer.train_seconds < args.minutes * 60 - RECORD_RESERVE_S:
         trainer.config.max_steps = min((trainer.step // every + 1) * every, steps)
         trainer.fit(loader, resume=False, progress=False)
-        generator = trainer.model.G_photo2monet
+        generator = trainer.model.inference_generators[0]  # what the run's own evaluation would score
         generator.eval()
         translations = torch.cat(list(evaluator.translations(generator)))
         generator.train()
@@ -602,6 +615,10 @@ def plot_curve(runs: dict, path: Path) -> None:
             steps, fids = zip(*[(e["step"], e["fid"]) for e in run["evaluations"]])
             axis.plot(steps, fids, marker="o", markersize=3, color=f"C{i % 10}", linestyle="-" if i < 10 else "--",
                       label=name.replace(f" on {device}", ""))  # past ten colours, dashed
+            trained = [(e["step"], e["fid_trained"]) for e in run["evaluations"] if "fid_trained" in e]
+            if trained:  # a weight-averaging run: its weights as trained, dotted in its colour
+                axis.plot(*zip(*trained), marker="x", markersize=3, color=f"C{i % 10}", linestyle=":",
+                          label=f"{name}: the weights as trained")
         if baseline:
             axis.axhline(baseline, color="gray", linestyle="--", label=f"photos, no style ({baseline:.1f})")
             axis.axhline(BAR * baseline, color="gray", linestyle=":",
@@ -649,8 +666,13 @@ def print_long_table(runs: dict, size: int) -> None:
     steps = sorted({e["step"] for run in runs.values() for e in run["evaluations"]})
     print(f"\nFID by step\n{'recipe':<{width}} " + " ".join(f"{step:>6}" for step in steps))
     for name, run in runs.items():
-        fids = {e["step"]: e["fid"] for e in run["evaluations"]}
-        print(f"{name:<{width}} " + " ".join(f"{fids[step]:>6.1f}" if step in fids else f"{'-':>6}" for step in steps))
+        evaluations = run["evaluations"]
+        rows = {name: {e["step"]: e["fid"] for e in evaluations},  # and a weight-averaging run's weights as trained
+                "  the weights as trained": {e["step"]: e["fid_trained"] for e in evaluations if "fid_trained" in e}}
+        for label, fids in rows.items():
+            if fids:
+                print(f"{label:<{width}} " + " ".join(f"{fids[step]:>6.1f}" if step in fids else f"{'-':>6}"
+                                                      for step in steps))
 
 
 def print_table(results: dict, n_reference: int, n_generated: int, size: int) -> None:

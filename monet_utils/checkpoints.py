@@ -92,9 +92,13 @@ def load_network(net: torch.nn.Module, weights: dict, name: str, path) -> None:
 
 
 def load_generator(path: str | os.PathLike, direction: str = "photo2monet", device: str = "auto"):
-    """The generator of a training checkpoint, in eval mode, and the config it was trained with."""
+    """The generator of a training checkpoint, in eval mode, and the config it was trained with:
+    its weight average when the run kept one (`ema_decay`), as the run's own translations used."""
     state = read_checkpoint(path)
     config = checkpoint_config(state, path)
     generator = build_generator(config)
-    load_network(generator, state["networks"][f"G_{direction}"], f"G_{direction}", path)
+    name = f"G_{direction}"
+    averages = state.get("averages") or {}
+    weights, what = (averages[name], f"{name} average") if name in averages else (state["networks"][name], name)
+    load_network(generator, weights, what, path)
     return generator.to(resolve_device(device)).eval(), config

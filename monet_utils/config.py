@@ -50,6 +50,7 @@ class CycleGANConfig:
     real_label: float = 1.0  # the discriminators' target for real images; 0.9 is one-sided label smoothing
     painting_augment: str = "reference"  # "rot90": training paintings also turned by a random multiple of 90 degrees
     d_lr_factor: float = 1.0  # the discriminators' LR as a multiple of `lr` (above 1: the two time-scale rule)
+    ema_decay: float = 0.0  # >0: translations (evaluations, samples, images.zip) use the generators' weight average
     holdout_paintings: int = 0  # paintings kept out of training, the estimate's FID reference (a fixed choice)
     # Quality while training (evaluation.py): FID/MiFID on a fixed set of photos, the best checkpoint kept.
     eval_every: int = 0  # epochs between evaluations; 0 = not by epochs
@@ -106,6 +107,10 @@ class CycleGANConfig:
                      "reserve_minutes", "eval_minutes"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"config '{name}' must be >= 0, got {getattr(self, name)!r}")
+        _check_type(self, "ema_decay", float)
+        if not 0 <= self.ema_decay < 1:
+            raise ConfigError(f"config 'ema_decay' must be in [0, 1) (0: no weight average; 0.999 is usual), "
+                              f"got {self.ema_decay!r}")
         _check_type(self, "real_label", float)
         if not 0 < self.real_label <= 1:
             raise ConfigError(f"config 'real_label' must be in (0, 1], got {self.real_label!r}")

@@ -261,7 +261,7 @@ class CycleGANTrainer:
         collective). Returns the line that says what it found and what it cost."""
         shared = torch.zeros(4, dtype=torch.float64)
         if self.rank == 0:
-            scores, grid = evaluator.evaluate(self.model.G_photo2monet, self.model.G_monet2photo, self.step,
+            scores, grid = evaluator.evaluate(*self.model.inference_generators, self.step,
                                               Path(self.config.output_dir) / "samples")
             best = self.best_evaluation()
             improved = best is None or scores["fid"] < best["fid"]
@@ -297,8 +297,9 @@ class CycleGANTrainer:
                   f"(training went on to step {self.step:,})")
             return generator
         why = "submit_from='latest'" if self.config.submit_from == "latest" else "no evaluation saved a best.pt"
-        print(f"Submitting the generator as trained last, step {self.step:,} ({why})")
-        return self.model.G_photo2monet
+        average = " (its weight average)" if self.model.averages else ""
+        print(f"Submitting the generator as trained last{average}, step {self.step:,} ({why})")
+        return self.model.inference_generators[0]
 
     def checkpoint_due(self) -> bool:
         """`checkpoint_minutes` since the last save: a slow run, or a session that ends, loses at most that."""

@@ -77,6 +77,7 @@ def test_every_long_recipe_builds_its_config(tmp_path):
     assert weights["Kaggle default (U-Net + resize-conv)"] == (10.0, 5.0)
     assert weights["Kaggle default + cycle lambda 5"] == (5.0, 2.5)
     assert weights["Kaggle default + identity weight 0.1"] == (10.0, 1.0)
+    assert bench_quality.long_config("Kaggle default + EMA 0.999", args, tmp_path).ema_decay == 0.999
 
 
 def test_the_verdicts_tell_a_discriminator_that_learnt_its_paintings_from_one_that_judges_style():
@@ -209,6 +210,37 @@ def test_a_run_planned_for_another_length_is_kept_beside_the_recipes_run(tmp_pat
         best = min(run["evaluations"], key=lambda e: e["fid"])["step"]
         expected |= {(bench_quality.slug(name), "latest"): run["steps"], (bench_quality.slug(name), "best"): best}
     assert rows == expected
+
+
+def test_a_weight_averaging_run_also_scores_its_weights_as_trained(tmp_path, feature_network, capsys):
+    """Its evaluations score the average; beside each, the same step's trained weights, as an
+    evaluation of them would score."""
+    from monet_utils.checkpoints import read_checkpoint, load_network
+    from monet_utils.evaluation import Evaluator
+    from monet_utils.models import build_generator
+    from .conftest import write_images
+
+    data = tmp_path / "data"
+    write_images(data / "photo_jpg", 12, size=(40, 40), seed=1, prefix="photo")
+    write_images(data / "monet_jpg", 6, size=(40, 40), seed=2, prefix="monet")
+    recipe = "Kaggle default + EMA 0.999"
+    args = bench_quality.parse_args(["--long", "--recipes", recipe, "--size", "32", "--photos", "8", "--holdout", "2",
+                                     "--eval-photos", "5", "--eval-steps", "3", "--stop-steps", "6",
+                                     "--out", str(tmp_path / "bench")])
+    bench_quality.long_mode(args, data, feature_network)
+    evaluations = bench_quality.finished_runs(tmp_path / "bench" / "long")[recipe]["evaluations"]
+    assert [e["step"] for e in evaluations] == [3, 6]
+
+    folder = tmp_path / "bench" / "long" / bench_quality.slug(recipe)
+    state = read_checkpoint(folder / "checkpoints" / "latest.pt")
+    config = bench_quality.long_config(recipe, args, folder)
+    trained = build_generator(config)
+    load_network(trained, state["networks"]["G_photo2monet"], "G_photo2monet", "latest.pt")
+    evaluator = Evaluator(config, bench_quality.long_dataset(config, args, data), torch.device("cpu"), feature_network)
+    assert evaluations[-1]["fid_trained"] == pytest.approx(evaluator.score(evaluator.translations(trained.eval()))["fid"],
+                                                           rel=1e-9)
+    assert evaluations[-1]["fid_trained"] != pytest.approx(evaluations[-1]["fid"], rel=1e-6)
+    assert "  the weights as trained" in capsys.readouterr().out  # its row in the table
 
 
 def test_a_folder_of_the_chosen_photos_gives_the_same_training_set_in_its_order(tmp_path):
