@@ -96,6 +96,7 @@ LONG_RECIPES = {
     "Kaggle default + identity weight 0.1": dict(generator="unet", upsampling="resize_conv", identity_weight=0.1),
     # Training unchanged; evaluated with the generators' weight average (and, to compare, the weights as trained).
     "Kaggle default + EMA 0.999": dict(generator="unet", upsampling="resize_conv", ema_decay=0.999),
+    "Kaggle default + EMA 0.999 (seed 1)": dict(generator="unet", upsampling="resize_conv", ema_decay=0.999, seed=1),
     # The run-to-run spread: the same recipe from another seed (the same photos and evaluations).
     "U-Net with transposed convs (seed 1)": dict(generator="unet", seed=1),
     # Capacity: the Kaggle default at the width it trains at on Kaggle, not the demo size.
