@@ -16,7 +16,7 @@ from .config import CycleGANConfig
 from .files import WriteError, write_atomically
 from .models import build_generator
 
-ARCHITECTURE_KEYS = ("ngf", "ndf", "n_res_blocks", "generator", "upsampling")
+ARCHITECTURE_KEYS = ("ngf", "ndf", "n_res_blocks", "generator", "upsampling", "d_layers")
 
 
 class CheckpointError(RuntimeError):

@@ -85,7 +85,7 @@ class CycleGAN:
             torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick the fastest kernels
         torch.manual_seed(config.seed)  # the same initial weights in every process (DDP broadcasts rank 0's anyway)
         make_g = lambda: build_generator(config, norm=speed.norm)  # noqa: E731
-        make_d = lambda: PatchDiscriminator(config.ndf, norm=speed.norm)  # noqa: E731
+        make_d = lambda: PatchDiscriminator(config.ndf, norm=speed.norm, n_layers=config.d_layers)  # noqa: E731
         self.G_photo2monet, self.G_monet2photo = (
             init_weights(make_g(), config.init_gain).to(device, memory_format=self.memory_format) for _ in "ab")
         self.D_monet, self.D_photo = (

@@ -146,18 +146,20 @@ class PatchDiscriminator(nn.Module):
     """C64-C128-C256-C512 then a 1-channel conv: each output scores one 70x70 input patch.
 
     256x256 in gives a 1x30x30 map. No InstanceNorm on the first layer (paper, section 7.2).
+    `n_layers` is the reference's `n_layers_D`: 3 is the 70x70 PatchGAN; each layer fewer drops a
+    stride-2 conv (2: 34x34 patches, 1: 16x16).
     """
 
-    def __init__(self, ndf: int = 64, channels: int = 3, norm: str = "instance"):
+    def __init__(self, ndf: int = 64, channels: int = 3, norm: str = "instance", n_layers: int = 3):
         super().__init__()
         leaky = lambda: nn.LeakyReLU(0.2)  # noqa: E731
-        self.model = nn.Sequential(
-            nn.Conv2d(channels, ndf, kernel_size=4, stride=2, padding=1), leaky(),
-            nn.Conv2d(ndf, ndf * 2, kernel_size=4, stride=2, padding=1), norm_layer(ndf * 2, norm), leaky(),
-            nn.Conv2d(ndf * 2, ndf * 4, kernel_size=4, stride=2, padding=1), norm_layer(ndf * 4, norm), leaky(),
-            nn.Conv2d(ndf * 4, ndf * 8, kernel_size=4, stride=1, padding=1), norm_layer(ndf * 8, norm), leaky(),
-            nn.Conv2d(ndf * 8, 1, kernel_size=4, stride=1, padding=1),
-        )
+        widths = [ndf * min(2 ** n, 8) for n in range(n_layers + 1)]
+        layers = [nn.Conv2d(channels, ndf, kernel_size=4, stride=2, padding=1), leaky()]
+        for n in range(1, n_layers + 1):  # the last of them keeps the size (stride 1)
+            stride = 2 if n < n_layers else 1
+            layers += [nn.Conv2d(widths[n - 1], widths[n], kernel_size=4, stride=stride, padding=1),
+                       norm_layer(widths[n], norm), leaky()]
+        self.model = nn.Sequential(*layers, nn.Conv2d(widths[-1], 1, kernel_size=4, stride=1, padding=1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)

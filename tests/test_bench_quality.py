@@ -77,7 +77,9 @@ def test_every_long_recipe_builds_its_config(tmp_path):
     assert weights["Kaggle default (U-Net + resize-conv)"] == (10.0, 5.0)
     assert weights["Kaggle default + cycle lambda 5"] == (5.0, 2.5)
     assert weights["Kaggle default + identity weight 0.1"] == (10.0, 1.0)
+    assert weights["Kaggle default + identity weight 1.0"] == (10.0, 10.0)
     assert bench_quality.long_config("Kaggle default + EMA 0.999", args, tmp_path).ema_decay == 0.999
+    assert bench_quality.long_config("Kaggle default + 16x16 patches (d_layers=1)", args, tmp_path).d_layers == 1
 
 
 def test_the_verdicts_tell_a_discriminator_that_learnt_its_paintings_from_one_that_judges_style():

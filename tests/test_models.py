@@ -1,3 +1,4 @@
+import pytest
 import torch
 from torch import nn
 
@@ -35,19 +36,34 @@ def test_discriminator_layout():
     assert isinstance(layers[1], nn.LeakyReLU) and layers[1].negative_slope == 0.2  # no norm after the first conv
 
 
-def test_receptive_field_is_70_by_formula_and_by_gradient():
-    net = init_weights(PatchDiscriminator(ndf=4))
-    assert receptive_field(net) == 70
+@pytest.mark.parametrize("n_layers, field, size, outputs", [(3, 70, 256, 30), (2, 34, 128, 30), (1, 16, 64, 30)])
+def test_receptive_field_by_formula_and_by_gradient(n_layers, field, size, outputs):
+    """d_layers: 3 is the 70x70 PatchGAN; at a quarter of the size, one layer judges patches of a
+    quarter of the side, in a 30x30 map as the 70x70 one at 256."""
+    net = init_weights(PatchDiscriminator(ndf=4, n_layers=n_layers))
+    assert receptive_field(net) == field
     # InstanceNorm mixes every pixel into every output, so measure the conv stack without it.
     for i, layer in enumerate(net.model):
         if isinstance(layer, nn.InstanceNorm2d):
             net.model[i] = nn.Identity()
-    x = torch.randn(1, 3, 256, 256, requires_grad=True)
-    net(x)[0, 0, 15, 15].backward()
+    x = torch.randn(1, 3, size, size, requires_grad=True)
+    y = net(x)
+    assert y.shape == (1, 1, outputs, outputs)
+    y[0, 0, outputs // 2, outputs // 2].backward()
     rows = torch.nonzero(x.grad.abs().sum(dim=(0, 1, 3)))
     cols = torch.nonzero(x.grad.abs().sum(dim=(0, 1, 2)))
-    assert rows.max() - rows.min() + 1 == 70
-    assert cols.max() - cols.min() + 1 == 70
+    assert rows.max() - rows.min() + 1 == field
+    assert cols.max() - cols.min() + 1 == field
+
+
+def test_fewer_discriminator_layers_drop_stride_2_convs_and_keep_the_norm_rule():
+    for n_layers, widths in ((1, [8, 16, 1]), (2, [8, 16, 32, 1]), (4, [8, 16, 32, 64, 64, 1])):
+        layers = list(PatchDiscriminator(ndf=8, n_layers=n_layers).model)
+        convs = [m for m in layers if isinstance(m, nn.Conv2d)]
+        assert [c.out_channels for c in convs] == widths  # widths double up to 8 x ndf, as the reference's
+        assert [c.stride[0] for c in convs] == [2] * n_layers + [1, 1]
+        assert sum(isinstance(m, nn.InstanceNorm2d) for m in layers) == n_layers  # none after the first conv
+        assert isinstance(layers[1], nn.LeakyReLU)
 
 
 def test_init_is_normal_002_with_zero_bias():

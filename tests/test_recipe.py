@@ -178,6 +178,15 @@ def test_d_lr_factor_scales_only_the_discriminators_steps_through_the_schedule(t
     assert all(r["D"] == pytest.approx(3 * r["G"]) for r in rates[3.0])
 
 
+def test_d_layers_builds_both_discriminators_with_that_patch_and_zero_is_named(tiny_config):
+    from monet_utils.models import receptive_field
+    model = CycleGANTrainer(tiny_config.replace(d_layers=1)).model
+    assert [receptive_field(d) for d in (model.D_monet, model.D_photo)] == [16, 16]
+    assert receptive_field(CycleGANTrainer(tiny_config).model.D_monet) == 70  # the default: the paper's
+    with pytest.raises(ConfigError, match="'d_layers' must be a positive integer, got 0"):
+        CycleGANConfig(d_layers=0)
+
+
 def test_a_d_lr_factor_of_zero_is_named():
     with pytest.raises(ConfigError, match="'d_lr_factor' must be > 0, got 0.0"):
         CycleGANConfig(d_lr_factor=0)
@@ -231,8 +240,9 @@ def test_a_unet_needs_an_image_size_it_can_halve_five_times():
         CycleGANConfig(generator="unet", image_size=48)
 
 
-@pytest.mark.parametrize("change", [dict(generator="unet", image_size=32), dict(upsampling="resize_conv")])
-def test_a_checkpoint_of_another_generator_is_refused_by_name(tiny_config, change):
+@pytest.mark.parametrize("change", [dict(generator="unet", image_size=32), dict(upsampling="resize_conv"),
+                                    dict(d_layers=2)])
+def test_a_checkpoint_of_another_architecture_is_refused_by_name(tiny_config, change):
     from monet_utils.checkpoints import CheckpointError
     CycleGANTrainer(tiny_config).save()
     with pytest.raises(CheckpointError, match=f"another architecture.*{next(iter(change))}"):
