@@ -101,6 +101,7 @@ LONG_RECIPES = {
     # The discriminator at the paper's scale: at 64x64 the 70x70 PatchGAN judges the whole picture (6x6 outputs);
     # one stride-2 conv judges 16x16 patches, a quarter of the side as 70 of 256, in a 30x30 map as at 256.
     "Kaggle default + 16x16 patches (d_layers=1)": dict(generator="unet", upsampling="resize_conv", d_layers=1),
+    "Kaggle default + 34x34 patches (d_layers=2)": dict(generator="unet", upsampling="resize_conv", d_layers=2),
     # Training unchanged; evaluated with the generators' weight average (and, to compare, the weights as trained).
     "Kaggle default + EMA 0.999": dict(generator="unet", upsampling="resize_conv", ema_decay=0.999),
     "Kaggle default + EMA 0.999 (seed 1)": dict(generator="unet", upsampling="resize_conv", ema_decay=0.999, seed=1),
