@@ -56,7 +56,7 @@ from monet_utils.data import build_dataset, decode_all, find_data_dir, load_imag
 from monet_utils.checkpoints import checkpoint_config, load_generator, load_network, read_checkpoint
 from monet_utils.evaluation import Evaluator
 from monet_utils.fid import extract_features, feature_network_file, fid_scores, find_feature_network
-from monet_utils.models import PatchDiscriminator
+from monet_utils.models import build_discriminator
 from monet_utils.plots import plot_samples
 from monet_utils.training import CycleGANTrainer
 
@@ -560,7 +560,7 @@ def overfit_mode(args, root: Path) -> int:
             loaded[key] = [load_images(paths, config.image_size) for paths in (
                 dataset.photo_paths[:args.eval_photos], dataset.monet_paths, dataset.holdout_paths)]
         photos, training, held_out = loaded[key]
-        discriminator = PatchDiscriminator(config.ndf, norm=config.norm, n_layers=config.d_layers)
+        discriminator = build_discriminator(config)
         load_network(discriminator, state["networks"]["D_monet"], "D_monet", path)
         generator, _ = load_generator(path, device="cpu")
         with torch.inference_mode():

@@ -24,7 +24,7 @@ from .diffaugment import diff_augment
 from .distributed import gather, mean_over_ranks, wrap
 from .image_pool import ImagePool
 from .losses import GANLoss
-from .models import PatchDiscriminator, build_generator, init_weights
+from .models import build_discriminator, build_generator, init_weights
 
 LOSS_NAMES = (
     "adv_photo2monet", "adv_monet2photo",  # generators fooling D_monet / D_photo
@@ -85,7 +85,7 @@ class CycleGAN:
             torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick the fastest kernels
         torch.manual_seed(config.seed)  # the same initial weights in every process (DDP broadcasts rank 0's anyway)
         make_g = lambda: build_generator(config, norm=speed.norm)  # noqa: E731
-        make_d = lambda: PatchDiscriminator(config.ndf, norm=speed.norm, n_layers=config.d_layers)  # noqa: E731
+        make_d = lambda: build_discriminator(config, norm=speed.norm)  # noqa: E731
         self.G_photo2monet, self.G_monet2photo = (
             init_weights(make_g(), config.init_gain).to(device, memory_format=self.memory_format) for _ in "ab")
         self.D_monet, self.D_photo = (

@@ -165,6 +165,11 @@ class PatchDiscriminator(nn.Module):
         return self.model(x)
 
 
+def build_discriminator(config, norm: str | None = None) -> nn.Module:
+    """The discriminator `config` names (`ndf`, `d_layers`); `norm` overrides config.norm."""
+    return PatchDiscriminator(config.ndf, norm=norm or config.norm, n_layers=config.d_layers)
+
+
 def init_weights(net: nn.Module, gain: float = 0.02) -> nn.Module:
     """N(0, gain) conv weights and zero biases, the reference's `init_type='normal'`."""
     for module in net.modules():
