@@ -51,6 +51,7 @@ class CycleGANConfig:
     painting_augment: str = "reference"  # "rot90": training paintings also turned by a random multiple of 90 degrees
     d_layers: int = 3  # the discriminators' stride-2 convs (the reference's n_layers_D): 3 is 70x70 patches, 2 34x34
     d_lr_factor: float = 1.0  # the discriminators' LR as a multiple of `lr` (above 1: the two time-scale rule)
+    d_updates: int = 1  # the discriminators' updates per step; the extra ones on the same real and pooled images
     ema_decay: float = 0.0  # >0: translations (evaluations, samples, images.zip) use the generators' weight average
     holdout_paintings: int = 0  # paintings kept out of training, the estimate's FID reference (a fixed choice)
     # Quality while training (evaluation.py): FID/MiFID on a fixed set of photos, the best checkpoint kept.
@@ -87,7 +88,7 @@ class CycleGANConfig:
         self.validate()
 
     def validate(self) -> None:
-        positive_ints = ("batch_size", "image_size", "ngf", "ndf", "d_layers", "checkpoint_every")
+        positive_ints = ("batch_size", "image_size", "ngf", "ndf", "d_layers", "d_updates", "checkpoint_every")
         for name in positive_ints:
             _check_type(self, name, int)
             if getattr(self, name) <= 0:

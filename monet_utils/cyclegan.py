@@ -167,9 +167,10 @@ class CycleGAN:
         # Discriminators: real vs. a fake from the history pool, halved to slow D relative to G.
         set_requires_grad((self.D_monet, self.D_photo), True)
         self.opt_D.zero_grad(set_to_none=True)
+        pooled_monet, pooled_photo = self.pool_monet.query(fake_monet), self.pool_photo.query(fake_photo)
         with autocast(self.speed, self.device):
-            losses["D_monet"] = self.discriminator_loss(self.D_monet_replica, real_monet, self.pool_monet.query(fake_monet))
-            losses["D_photo"] = self.discriminator_loss(self.D_photo_replica, real_photo, self.pool_photo.query(fake_photo))
+            losses["D_monet"] = self.discriminator_loss(self.D_monet_replica, real_monet, pooled_monet)
+            losses["D_photo"] = self.discriminator_loss(self.D_photo_replica, real_photo, pooled_photo)
         self.scaler.scale(losses["D_monet"] + losses["D_photo"]).backward()
 
         # The global batch's losses: every process then takes the same skip decision below.
@@ -182,9 +183,23 @@ class CycleGAN:
             for name, average in self.averages.items():
                 average.update_parameters(self.networks[name])
             self.skipped_in_a_row = 0
+            for _ in range(cfg.d_updates - 1):
+                self.discriminator_update(real_photo, real_monet, pooled_photo, pooled_monet)
         else:
             self.skip_step(values)
         return values
+
+    def discriminator_update(self, real_photo, real_monet, fake_photo, fake_monet) -> None:
+        """Another update of both discriminators on the step's images (`d_updates` above 1);
+        one whose loss is not finite is left out, as a step's would be."""
+        self.opt_D.zero_grad(set_to_none=True)
+        with autocast(self.speed, self.device):
+            loss = (self.discriminator_loss(self.D_monet_replica, real_monet, fake_monet)
+                    + self.discriminator_loss(self.D_photo_replica, real_photo, fake_photo))
+        self.scaler.scale(loss).backward()
+        if math.isfinite(mean_over_ranks(loss.detach().float()).item()):
+            self.scaler.step(self.opt_D)
+            self.scaler.update()
 
     def skip_step(self, values: dict[str, float]) -> None:
         self.skipped_in_a_row += 1

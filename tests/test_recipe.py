@@ -2,6 +2,7 @@
 resize-conv generators, the held-out paintings, the time plan, and resuming from another run."""
 import pytest
 import torch
+import torch.nn.functional as F
 
 from monet_utils.config import ConfigError, CycleGANConfig
 from monet_utils.data import build_dataset, make_train_loader, split_paintings
@@ -176,6 +177,46 @@ def test_d_lr_factor_scales_only_the_discriminators_steps_through_the_schedule(t
     assert [r["G"] for r in rates[3.0]] == [r["G"] for r in rates[1.0]]
     assert rates[1.0][-1]["G"] < rates[1.0][0]["G"]  # the schedule decays, and D's LR stays 3x G's
     assert all(r["D"] == pytest.approx(3 * r["G"]) for r in rates[3.0])
+
+
+def test_d_updates_are_adam_steps_of_the_discriminators_on_the_steps_images(tiny_config):
+    """The generators move alike with one update or two; the discriminators take that many LSGAN
+    steps on the step's real images and pooled fakes, written out here from copies of them."""
+    import copy
+    photo, monet = torch.rand(2, 3, 32, 32) * 2 - 1, torch.rand(2, 3, 32, 32) * 2 - 1
+    models, pooled = {}, {}
+    for updates in (1, 2):
+        torch.manual_seed(0)
+        models[updates] = model = CycleGANTrainer(tiny_config.replace(d_updates=updates)).model
+        copies = {name: copy.deepcopy(model.networks[name]) for name in ("D_monet", "D_photo")}
+        for pool in ("pool_monet", "pool_photo"):
+            query = getattr(model, pool).query
+            setattr(getattr(model, pool), "query",
+                    lambda images, query=query, key=(updates, pool): pooled.setdefault(key, query(images)))
+        model.train_step(photo, monet)
+    for name in ("G_photo2monet", "G_monet2photo"):
+        assert all(torch.equal(a, b) for a, b in zip(models[1].networks[name].parameters(),
+                                                      models[2].networks[name].parameters()))
+    adam = torch.optim.Adam([p for d in copies.values() for p in d.parameters()], lr=2e-4, betas=(0.5, 0.999))
+    lsgan = lambda verdict, target: F.mse_loss(verdict, torch.full_like(verdict, target))  # noqa: E731
+    for updates in (1, 2):
+        adam.zero_grad()
+        sum(0.5 * (lsgan(copies[d](real), 1.0) + lsgan(copies[d](pooled[1, pool].detach()), 0.0))
+            for d, real, pool in (("D_monet", monet, "pool_monet"), ("D_photo", photo, "pool_photo"))).backward()
+        adam.step()
+        for name in ("D_monet", "D_photo"):
+            for a, b in zip(copies[name].parameters(), models[updates].networks[name].parameters()):
+                torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
+
+
+def test_a_discriminator_update_with_a_loss_that_is_not_finite_changes_nothing(tiny_config):
+    model = CycleGANTrainer(tiny_config.replace(d_updates=2)).model
+    before = [p.detach().clone() for p in model.D_monet.parameters()]
+    images = torch.rand(2, 3, 32, 32)
+    model.discriminator_update(images, images, images, torch.full_like(images, float("nan")))
+    assert all(torch.equal(a, b) for a, b in zip(model.D_monet.parameters(), before))
+    with pytest.raises(ConfigError, match="'d_updates' must be a positive integer, got 0"):
+        CycleGANConfig(d_updates=0)
 
 
 def test_d_layers_builds_both_discriminators_with_that_patch_and_zero_is_named(tiny_config):
