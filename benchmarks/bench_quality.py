@@ -88,6 +88,7 @@ LONG_RECIPES = {
     "Kaggle default + label smoothing": dict(generator="unet", upsampling="resize_conv", real_label=0.9),
     # The learning rates: both doubled (the public TF notebooks train at batch 1; at batch 4 a step sees 4x the images).
     "Kaggle default + 2x learning rates": dict(generator="unet", upsampling="resize_conv", lr=4e-4),
+    "Kaggle default + 2x learning rates (seed 1)": dict(generator="unet", upsampling="resize_conv", lr=4e-4, seed=1),
     # Discriminator updates: two per step (the second on the same images), the other way to a stronger critic.
     "Kaggle default + 2 discriminator updates": dict(generator="unet", upsampling="resize_conv", d_updates=2),
     # Against the painting discriminator learning its 240 paintings by heart (--overfit), over a long schedule.
