@@ -168,9 +168,7 @@ class CycleGAN:
         set_requires_grad((self.D_monet, self.D_photo), True)
         self.opt_D.zero_grad(set_to_none=True)
         pooled_monet, pooled_photo = self.pool_monet.query(fake_monet), self.pool_photo.query(fake_photo)
-        with autocast(self.speed, self.device):
-            losses["D_monet"] = self.discriminator_loss(self.D_monet_replica, real_monet, pooled_monet)
-            losses["D_photo"] = self.discriminator_loss(self.D_photo_replica, real_photo, pooled_photo)
+        losses.update(self.discriminator_losses(real_photo, real_monet, pooled_photo, pooled_monet))
         self.scaler.scale(losses["D_monet"] + losses["D_photo"]).backward()
 
         # The global batch's losses: every process then takes the same skip decision below.
@@ -193,9 +191,7 @@ class CycleGAN:
         """Another update of both discriminators on the step's images (`d_updates` above 1);
         one whose loss is not finite is left out, as a step's would be."""
         self.opt_D.zero_grad(set_to_none=True)
-        with autocast(self.speed, self.device):
-            loss = (self.discriminator_loss(self.D_monet_replica, real_monet, fake_monet)
-                    + self.discriminator_loss(self.D_photo_replica, real_photo, fake_photo))
+        loss = sum(self.discriminator_losses(real_photo, real_monet, fake_photo, fake_monet).values())
         self.scaler.scale(loss).backward()
         if math.isfinite(mean_over_ranks(loss.detach().float()).item()):
             self.scaler.step(self.opt_D)
@@ -212,6 +208,12 @@ class CycleGAN:
                 f"losses were not finite for {self.skipped_in_a_row} steps in a row (last: {bad}); no weights "
                 f"were updated by those steps and the last checkpoint is intact. Lower lr, or try amp='off' "
                 f"(now {self.speed.amp!r}).")
+
+    def discriminator_losses(self, real_photo, real_monet, fake_photo, fake_monet) -> dict[str, torch.Tensor]:
+        """Both discriminators' losses on real images and (pooled) fakes."""
+        with autocast(self.speed, self.device):
+            return {"D_monet": self.discriminator_loss(self.D_monet_replica, real_monet, fake_monet),
+                    "D_photo": self.discriminator_loss(self.D_photo_replica, real_photo, fake_photo)}
 
     def discriminator_loss(self, net, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
         real_loss = self.gan_loss(self.judge(net, real), True, real_label=self.config.real_label)
