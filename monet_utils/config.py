@@ -48,7 +48,9 @@ class CycleGANConfig:
     upsampling: str = "transposed"  # "transposed" convs, or "resize_conv" (nearest x2 + conv: no checkerboard)
     diffaugment: str = ""  # DiffAugment policy before each discriminator, e.g. "color,translation,cutout"
     real_label: float = 1.0  # the discriminators' target for real images; 0.9 is one-sided label smoothing
-    painting_augment: str = "reference"  # "rot90": training paintings also turned by a random multiple of 90 degrees
+    # "rot90": training paintings also turned by a random multiple of 90 degrees; "crop": paintings cropped
+    # to a random square of half to all of the resized area (data.PAINTING_CROP_SCALE) instead of the fixed crop
+    painting_augment: str = "reference"
     d_layers: int = 3  # the discriminators' stride-2 convs (the reference's n_layers_D): 3 is 70x70 patches, 2 34x34
     d_lr_factor: float = 1.0  # the discriminators' LR as a multiple of `lr` (above 1: the two time-scale rule)
     d_updates: int = 1  # the discriminators' updates per step; the extra ones on the same real and pooled images
@@ -157,7 +159,7 @@ class CycleGANConfig:
                    "data_path": ("auto", "memory", "loader"), "norm": ("instance", "group"),
                    "lr_schedule": ("reference", "lagged"), "generator": ("resnet", "unet"),
                    "upsampling": ("transposed", "resize_conv"), "submit_from": ("best", "latest"),
-                   "painting_augment": ("reference", "rot90")}
+                   "painting_augment": ("reference", "rot90", "crop")}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"config '{name}' must be one of {allowed}, got {getattr(self, name)!r}")

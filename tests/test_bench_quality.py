@@ -80,6 +80,7 @@ def test_every_long_recipe_builds_its_config(tmp_path):
     assert weights["Kaggle default + identity weight 1.0"] == (10.0, 10.0)
     assert bench_quality.long_config("Kaggle default + EMA 0.999", args, tmp_path).ema_decay == 0.999
     assert bench_quality.long_config("Kaggle default + 16x16 patches (d_layers=1)", args, tmp_path).d_layers == 1
+    assert bench_quality.long_config("Kaggle default + painting crops", args, tmp_path).painting_augment == "crop"
 
 
 def test_the_verdicts_tell_a_discriminator_that_learnt_its_paintings_from_one_that_judges_style():

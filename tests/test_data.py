@@ -318,6 +318,39 @@ def test_rot90_turns_only_the_paintings_by_every_multiple_of_90_degrees(tmp_path
     assert all(torch.equal(a[0], b[0]) for a, b in zip(batches["reference"], batches["rot90"]))  # photos as before
 
 
+def red_span(painting: torch.Tensor) -> float:
+    """How much of a left-to-right red ramp (0 to 2 in [-1, 1]) a 3xHxW crop of it shows, either way round."""
+    red = painting[0]
+    return abs(float(red[:, -1].mean() - red[:, 0].mean())) / 2
+
+
+@pytest.mark.parametrize("data_path", ["loader", "memory"])
+def test_crop_zooms_only_the_paintings_by_a_random_share_of_their_area(tmp_path, tiny_config, data_path):
+    root = tmp_path / "ramp"
+    write_images(root / "photo_jpg", 6, seed=1, prefix="photo")
+    (root / "monet_jpg").mkdir()
+    ramp = np.zeros((72, 72, 3), np.uint8)
+    ramp[:, :, 0] = np.linspace(0, 255, 72).round().astype(np.uint8)[None, :]
+    Image.fromarray(ramp).save(root / "monet_jpg" / "m.png")
+    batches = {}
+    for augment in ("reference", "crop"):
+        config = tiny_config.replace(painting_augment=augment)
+        loader = make_train_loader(config, build_dataset(config, root), data_path)
+        batches[augment] = []
+        for epoch in range(8):
+            loader.set_epoch(epoch)
+            batches[augment] += list(loader)
+    spans = {augment: [red_span(m) for _, monets in runs for m in monets] for augment, runs in batches.items()}
+    # The fixed crop shows 32 of the 36 load-size columns; a crop of 0.5-1 of the area, 25-36 of them.
+    assert spans["reference"] == pytest.approx([31 / 35] * 48, abs=0.02)
+    assert min(spans["crop"]) < 0.8 and max(spans["crop"]) > 0.95
+    assert all(0.66 < span < 1.02 for span in spans["crop"])
+    monets = torch.cat([m for _, m in batches["crop"]])
+    assert {bool(m[0, :, -1].mean() > m[0, :, 0].mean()) for m in monets} == {True, False}  # still flipped
+    assert monets.shape[1:] == (3, 32, 32) and monets.min() >= -1 and monets.max() <= 1
+    assert all(torch.equal(a[0], b[0]) for a, b in zip(batches["reference"], batches["crop"]))  # photos as before
+
+
 def test_an_unknown_painting_augment_is_named():
-    with pytest.raises(ConfigError, match="'painting_augment' must be one of \\('reference', 'rot90'\\), got 'rot180'"):
+    with pytest.raises(ConfigError, match="'painting_augment' must be one of \\('reference', 'rot90', 'crop'\\), got 'rot180'"):
         CycleGANConfig(painting_augment="rot180")
