@@ -333,7 +333,8 @@ class InMemoryLoader:
     into a uint8 tensor on the training device; each batch is randomly cropped and flipped
     there in one indexing operation, so no worker process feeds the accelerator. Same jitter as
     `train_transform`, same sampling and the same (seed, epoch, batch) determinism as the
-    albumentations path, not the same pixels."""
+    albumentations path, not the same pixels. `painting_augment="crop"` crops the paintings as
+    `train_transform` with `PAINTING_CROP_SCALE` does (the flips still drawn by `draw_jitter`)."""
 
     def __init__(self, dataset: UnpairedDataset, config: CycleGANConfig, device: torch.device | str = "cpu",
                  rank: int = 0, world_size: int = 1):
