@@ -112,10 +112,10 @@ LONG_RECIPES = {
     "Kaggle default + 16x16 patches (d_layers=1)": dict(generator="unet", upsampling="resize_conv", d_layers=1),
     "Kaggle default + 34x34 patches (d_layers=2)": dict(generator="unet", upsampling="resize_conv", d_layers=2),
     # The same patches at about the default discriminator's size (694,241 parameters at ndf=32): 662,977 and 534,913.
-    "Kaggle default + wide 34x34 patches (d_layers=2, ndf=64)": dict(generator="unet", upsampling="resize_conv",
-                                                                     d_layers=2, ndf=64),
-    "Kaggle default + wide 16x16 patches (d_layers=1, ndf=128)": dict(generator="unet", upsampling="resize_conv",
-                                                                      d_layers=1, ndf=128),
+    "Kaggle default + wide 34x34 patches (d_layers=2 at ndf=64)": dict(generator="unet", upsampling="resize_conv",
+                                                                        d_layers=2, ndf=64),
+    "Kaggle default + wide 16x16 patches (d_layers=1 at ndf=128)": dict(generator="unet", upsampling="resize_conv",
+                                                                         d_layers=1, ndf=128),
     # Training unchanged; evaluated with the generators' weight average (and, to compare, the weights as trained).
     "Kaggle default + EMA 0.999": dict(generator="unet", upsampling="resize_conv", ema_decay=0.999),
     "Kaggle default + EMA 0.999 (seed 1)": dict(generator="unet", upsampling="resize_conv", ema_decay=0.999, seed=1),

@@ -81,7 +81,7 @@ def test_every_long_recipe_builds_its_config(tmp_path):
     assert bench_quality.long_config("Kaggle default + EMA 0.999", args, tmp_path).ema_decay == 0.999
     assert bench_quality.long_config("Kaggle default + 16x16 patches (d_layers=1)", args, tmp_path).d_layers == 1
     assert bench_quality.long_config("Kaggle default + painting crops", args, tmp_path).painting_augment == "crop"
-    wide = bench_quality.long_config("Kaggle default + wide 16x16 patches (d_layers=1, ndf=128)", args, tmp_path)
+    wide = bench_quality.long_config("Kaggle default + wide 16x16 patches (d_layers=1 at ndf=128)", args, tmp_path)
     assert (wide.d_layers, wide.ndf, wide.ngf) == (1, 128, 32)
 
 
