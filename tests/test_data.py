@@ -1,4 +1,5 @@
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -296,23 +297,28 @@ def red_side(painting: torch.Tensor) -> str:
     return max(means, key=means.get)
 
 
-@pytest.mark.parametrize("data_path", ["loader", "memory"])
-def test_rot90_turns_only_the_paintings_by_every_multiple_of_90_degrees(tmp_path, tiny_config, data_path):
-    root = tmp_path / "halves"
+def batches_with_one_painting(root: Path, painting: np.ndarray, config, data_path: str, augments) -> dict:
+    """Eight epochs of (photos, paintings) batches for each painting_augment, from six photos and `painting`."""
     write_images(root / "photo_jpg", 6, seed=1, prefix="photo")
     (root / "monet_jpg").mkdir()
-    painting = np.zeros((40, 40, 3), np.uint8)
-    painting[:20, :, 0] = 255  # red above, blue below: a flip keeps it there, a turn moves it
-    painting[20:, :, 2] = 255
     Image.fromarray(painting).save(root / "monet_jpg" / "m.png")
     batches = {}
-    for augment in ("reference", "rot90"):
-        config = tiny_config.replace(painting_augment=augment)
-        loader = make_train_loader(config, build_dataset(config, root), data_path)
+    for augment in augments:
+        augmented = config.replace(painting_augment=augment)
+        loader = make_train_loader(augmented, build_dataset(augmented, root), data_path)
         batches[augment] = []
         for epoch in range(8):
             loader.set_epoch(epoch)
             batches[augment] += list(loader)
+    return batches
+
+
+@pytest.mark.parametrize("data_path", ["loader", "memory"])
+def test_rot90_turns_only_the_paintings_by_every_multiple_of_90_degrees(tmp_path, tiny_config, data_path):
+    painting = np.zeros((40, 40, 3), np.uint8)
+    painting[:20, :, 0] = 255  # red above, blue below: a flip keeps it there, a turn moves it
+    painting[20:, :, 2] = 255
+    batches = batches_with_one_painting(tmp_path / "halves", painting, tiny_config, data_path, ("reference", "rot90"))
     sides = {augment: {red_side(m) for _, monets in runs for m in monets} for augment, runs in batches.items()}
     assert sides == {"reference": {"top"}, "rot90": {"top", "bottom", "left", "right"}}
     assert all(torch.equal(a[0], b[0]) for a, b in zip(batches["reference"], batches["rot90"]))  # photos as before
@@ -326,20 +332,9 @@ def red_span(painting: torch.Tensor) -> float:
 
 @pytest.mark.parametrize("data_path", ["loader", "memory"])
 def test_crop_zooms_only_the_paintings_by_a_random_share_of_their_area(tmp_path, tiny_config, data_path):
-    root = tmp_path / "ramp"
-    write_images(root / "photo_jpg", 6, seed=1, prefix="photo")
-    (root / "monet_jpg").mkdir()
     ramp = np.zeros((72, 72, 3), np.uint8)
     ramp[:, :, 0] = np.linspace(0, 255, 72).round().astype(np.uint8)[None, :]
-    Image.fromarray(ramp).save(root / "monet_jpg" / "m.png")
-    batches = {}
-    for augment in ("reference", "crop"):
-        config = tiny_config.replace(painting_augment=augment)
-        loader = make_train_loader(config, build_dataset(config, root), data_path)
-        batches[augment] = []
-        for epoch in range(8):
-            loader.set_epoch(epoch)
-            batches[augment] += list(loader)
+    batches = batches_with_one_painting(tmp_path / "ramp", ramp, tiny_config, data_path, ("reference", "crop"))
     spans = {augment: [red_span(m) for _, monets in runs for m in monets] for augment, runs in batches.items()}
     # The fixed crop shows 32 of the 36 load-size columns; a crop of 0.5-1 of the area, 25-36 of them.
     assert spans["reference"] == pytest.approx([31 / 35] * 48, abs=0.02)
