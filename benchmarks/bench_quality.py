@@ -91,6 +91,10 @@ LONG_RECIPES = {
     "Kaggle default + 2x learning rates (seed 1)": dict(generator="unet", upsampling="resize_conv", lr=4e-4, seed=1),
     # Discriminator updates: two per step (the second on the same images), the other way to a stronger critic.
     "Kaggle default + 2 discriminator updates": dict(generator="unet", upsampling="resize_conv", d_updates=2),
+    # The public TensorFlow notebooks' two other differences: the cross-entropy GAN loss (the reference: least
+    # squares), and small batches (batch 2 with --long-steps 8000 sees the default's images in twice the updates).
+    "Kaggle default + BCE loss": dict(generator="unet", upsampling="resize_conv", gan_mode="bce"),
+    "Kaggle default at batch 2": dict(generator="unet", upsampling="resize_conv", batch_size=2),
     # Stronger painting crops: each painting a random square of half to all of its area (the reference: 0.8, fixed).
     "Kaggle default + painting crops": dict(generator="unet", upsampling="resize_conv", painting_augment="crop"),
     "Kaggle default + painting crops (seed 1)": dict(generator="unet", upsampling="resize_conv",
