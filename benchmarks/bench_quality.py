@@ -18,6 +18,12 @@ On a lent GPU, which has no FID network (docs/quality-and-recipes.md, "Longer ru
 (--long-steps 0: as many steps as --minutes holds, evaluated --snapshots times); back here,
 --score-recorded DIR scores them into the same table and curve.
 
+--scale measures what the images' size alone does: the photos and Monet's own training paintings
+at --size and larger, against the same held-out paintings (--out/long/scale.json, scale.png);
+the curve and the table then show what Monet's paintings score at --size. It also scores like for
+like, against the held-out paintings at --size: the photos, the paintings, and the translations of
+the best checkpoints of the --recipes runs.
+
 Each recipe trains the demo-size model (ngf=ndf=32, 6 residual blocks) at --size for the same
 number of steps on a fixed subset of the photos, with --holdout paintings never trained on.
 Then the same --generated photos (outside the training subset) go through its photo -> Monet
@@ -169,6 +175,9 @@ def parse_args(argv=None):
     long.add_argument("--overfit", action="store_true",
                       help="only print how each run's checkpoints' painting discriminator rates the training "
                            "paintings, the held-out ones and translations (has it learnt the 240 by heart?)")
+    long.add_argument("--scale", action="store_true",
+                      help="FID of the photos and Monet's paintings at --size and larger: what the size alone does; "
+                           "and like for like, with the best checkpoints of the --recipes runs")
     long.add_argument("--score-recorded", default="", metavar="DIR", help="score the runs --record kept in DIR")
     long.add_argument("--photo-order", default="", metavar="FILE",
                       help="the training photos' names in order (JSON), for a data folder that holds only them "
@@ -281,7 +290,14 @@ def main(argv=None) -> int:
 
 def long_mode(args, root: Path, network_file: Path) -> int:
     out = Path(args.out) / "long"
-    if args.rescore_artifacts:
+    if args.scale:
+        config = long_config(LONG_DEFAULT[0], args, out / "scale")
+        evaluator = Evaluator(config, long_dataset(config, args, root), torch.device("cpu"), network_file)
+        generators = {run_name(name, args.long_steps): load_generator(best, device="cpu")[0]
+                      for name in args.recipes.split(",")
+                      if (best := out / slug(run_name(name, args.long_steps)) / "checkpoints" / "best.pt").exists()}
+        write_json(out / "scale.json", scale_references(evaluator, args.size, generators))
+    elif args.rescore_artifacts:
         rescore_artifacts(args, root, network_file, out)
     elif args.score_recorded:
         for archive in sorted(Path(args.score_recorded).glob("*.zip")):
@@ -292,9 +308,12 @@ def long_mode(args, root: Path, network_file: Path) -> int:
             if not (out / slug(run) / "evaluations.json").exists():
                 results = train_and_evaluate(name, args, root, network_file, out / slug(run))
                 write_json(out / slug(run) / "evaluations.json", {"name": run, **results})
-    runs = finished_runs(out)
-    plot_curve(runs, out / "curve.png")
-    print_long_table(runs, args.size)
+    runs, scale = finished_runs(out), measured_scale(out, args)
+    plot_curve(runs, out / "curve.png", scale)
+    print_long_table(runs, args.size, scale)
+    if scale:
+        plot_scale(scale, runs, out / "scale.png")
+        print_scale_table(scale)
     return 0
 
 
@@ -407,7 +426,8 @@ def trained_fid(evaluator: Evaluator, generator) -> float:
 
 def reference_scores(evaluator: Evaluator, scored: torch.Tensor, translations: torch.Tensor, size: int) -> dict:
     """What a run's evaluations are read against, on the evaluator's photos (`scored`, uint8): the
-    no-style baseline, the photos in the paintings' colours, Monet's own paintings; and the
+    no-style baseline, the photos in the paintings' colours, Monet's own paintings (at 256, as the
+    held-out ones are scored: scale_references has them at the benchmark's size); and the
     artifact shares of `translations` (the best evaluation's) beside the photos'."""
     baseline = fid_scores(evaluator.reference, evaluator.features(scored.split(50), "photos"),
                           memorized_features=evaluator.memorized)
@@ -422,8 +442,129 @@ def reference_scores(evaluator: Evaluator, scored: torch.Tensor, translations: t
 
 def scored_photos(evaluator: Evaluator, size: int) -> torch.Tensor:
     """The evaluator's photos, uint8."""
-    return torch.cat([to_uint8(load_images(evaluator.photo_paths[i:i + 50], size))
-                      for i in range(0, len(evaluator.photo_paths), 50)])
+    return resized_as_evaluated(evaluator.photo_paths, size)
+
+
+def resized_as_evaluated(paths, size: int) -> torch.Tensor:
+    """The images at `paths` resized as the evaluation resizes the photos it translates, uint8."""
+    return torch.cat([to_uint8(load_images(paths[i:i + 50], size)) for i in range(0, len(paths), 50)])
+
+
+# --- what the images' size alone does ---------------------------------------------------------------
+
+SCALE_SIZES = (128, 256)  # beside --size
+
+
+def scale_references(evaluator: Evaluator, size: int, generators: dict) -> dict:
+    """FID of the evaluator's photos and of Monet's training paintings against the held-out paintings
+    (at 256, as every run is scored), at `size` and at the larger SCALE_SIZES: what a translation at
+    `size` can score. At `size` both resizes count: the evaluation's (cv2 bicubic, which does not
+    smooth when shrinking: the photos' baseline) and PIL's bicubic, which does, as training's does.
+    Like for like: the same at `size` against the held-out paintings at `size` (PIL's), and so the
+    translations of `generators` (name: photo -> Monet generator)."""
+    if evaluator.training_paths is None:
+        raise SystemExit("--scale needs held-out paintings: --holdout must be more than 0")
+    evaluator.load()
+    held_out = evaluator.features(decode_all(evaluator.reference_paths, size).split(50), "held-out paintings")
+    sizes = [size, *(s for s in SCALE_SIZES if s > size)]
+    scores = {"size": size, "sizes": sizes, "holdout": len(evaluator.reference_paths),
+              "photos_scored": len(evaluator.photo_paths)}
+
+    def fids(batches) -> tuple[float, float]:
+        """Against the held-out paintings at 256, and at `size`."""
+        features = evaluator.features(batches, "scale")
+        return fid_scores(evaluator.reference, features)["fid"], fid_scores(held_out, features)["fid"]
+
+    for kind, paths in (("photos", evaluator.photo_paths), ("paintings", evaluator.training_paths)):
+        (as_evaluated, evaluated_alike), (smoothed, smoothed_alike) = (
+            fids(images.split(50)) for images in (resized_as_evaluated(paths, size), decode_all(paths, size)))
+        scores[kind] = {"as evaluated": as_evaluated,
+                        "by size": [smoothed, *(fids(decode_all(paths, s).split(50))[0] for s in sizes[1:])],
+                        "like for like": {"as evaluated": evaluated_alike, "smoothed": smoothed_alike}}
+        print(f"{kind} scored at {', '.join(map(str, sizes))}", flush=True)
+    scores["translations"] = {}
+    for name, generator in generators.items():
+        fid, alike = fids(evaluator.translations(generator))
+        scores["translations"][name] = {"fid": fid, "like for like": alike}
+        print(f"{name}: its best checkpoint scored", flush=True)
+    return scores
+
+
+def measured_scale(out: Path, args) -> dict | None:
+    """--scale's measurement in `out`, if it was made for this benchmark's size, photos and paintings."""
+    path = out / "scale.json"
+    if not path.exists():
+        return None
+    scale = json.loads(path.read_text())
+    same = (scale["size"], scale["holdout"], scale["photos_scored"]) == (args.size, args.holdout, args.eval_photos)
+    return scale if same else None
+
+
+def best_painter(scale: dict) -> float:
+    """What Monet's own paintings score at the benchmark's size, resized the better of the two ways."""
+    return min(scale["paintings"]["as evaluated"], scale["paintings"]["by size"][0])
+
+
+def print_scale_table(scale: dict) -> None:
+    size, sizes = scale["size"], scale["sizes"]
+    print(f"\nWhat the size alone does: FID against the {scale['holdout']} held-out paintings (at 256, as every run "
+          f"is scored); {scale['photos_scored']} photos")
+    columns = [f"{size}, as evaluated", f"{size}, smoothed", *map(str, sizes[1:])]
+    print(f"{'':<28}" + "".join(f"{column:>18}" for column in columns))
+    for kind, label in (("photos", "the photos, no style"), ("paintings", "Monet's training paintings")):
+        row = [scale[kind]["as evaluated"], *scale[kind]["by size"]]
+        print(f"{label:<28}" + "".join(f"{fid:>18.1f}" for fid in row))
+    print_bar_verdict(scale["photos"]["as evaluated"], best_painter(scale), f"Monet's own paintings at {size}x{size}")
+
+    print(f"\nLike for like: against the held-out paintings at {size}x{size} (PIL's bicubic)")
+    print(f"{'':<56}" + "".join(f"{column:>18}" for column in columns[:2]))
+    for kind, label in (("photos", "the photos, no style"), ("paintings", "Monet's training paintings")):
+        alike = scale[kind]["like for like"]
+        print(f"{label:<56}{alike['as evaluated']:>18.1f}{alike['smoothed']:>18.1f}")
+    for name, scores in scale["translations"].items():  # a run's translations: of the photos as evaluated
+        print(f"{name + ', best checkpoint':<56}{scores['like for like']:>18.1f}{'-':>18}")
+    photos, paintings = scale["photos"]["like for like"]["as evaluated"], scale["paintings"]["like for like"]
+    print_bar_verdict(photos, min(paintings.values()), "Monet's own paintings")
+    if scale["translations"]:
+        name, scores = min(scale["translations"].items(), key=lambda item: item[1]["like for like"])
+        print(f"The best translations, {name}'s: {scores['like for like']:.1f}, "
+              f"{scores['like for like'] / photos:.2f} x the photos.")
+
+
+def print_bar_verdict(photos: float, painter: float, painters: str) -> None:
+    bar = BAR * photos
+    verdict = ("out of reach: Monet's own paintings score above it" if painter > bar else
+               "within reach: Monet's own paintings score below it")
+    print(f"The bar, {BAR} x the photos as evaluated = {bar:.1f}; {painters} score {painter:.1f} at best: "
+          f"the bar is {verdict}.")
+
+
+def plot_scale(scale: dict, runs: dict, path: Path) -> None:
+    """FID by image size of the photos and Monet's paintings, with the bar and the best run's translations."""
+    size, sizes = scale["size"], scale["sizes"]
+    figure, axis = plt.subplots(figsize=(9, 4.5))
+    for kind, label, colour in (("photos", "the photos, no style", "gray"),
+                                ("paintings", "Monet's 240 training paintings", "black")):
+        axis.plot(sizes, scale[kind]["by size"], marker="o", color=colour, label=f"{label} (resized smoothly)")
+        axis.plot([size], [scale[kind]["as evaluated"]], marker="s", linestyle="", color=colour,
+                  label=f"{label}, resized as the evaluation resizes")
+    axis.axhline(BAR * scale["photos"]["as evaluated"], color="gray", linestyle=":",
+                 label=f"the bar, {BAR} x the photos ({BAR * scale['photos']['as evaluated']:.1f})")
+    if runs:
+        name, fid = min(((name, min(e["fid"] for e in run["evaluations"])) for name, run in runs.items()),
+                        key=lambda item: item[1])
+        axis.plot([size], [fid], marker="*", markersize=12, linestyle="", color="C0",
+                  label=f"the best translations here ({fid:.1f}: {name})")
+    axis.set_xscale("log", base=2)
+    axis.set_xticks(sizes, [f"{s}x{s}" for s in sizes])
+    axis.set(xlabel="image size (upscaled to 299 for Inception)",
+             ylabel=f"FID against {scale['holdout']} held-out paintings", title="What the images' size alone does")
+    axis.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize="small")
+    axis.grid(alpha=0.3)
+    figure.subplots_adjust(left=0.09, right=0.55, bottom=0.13)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
 
 
 # --- a GPU machine with no FID network: record there, score here ---------------------------------
@@ -629,8 +770,9 @@ def reference_fid(runs: dict, key: str) -> float | None:
     return next((run[key]["fid"] for run in runs.values() if run.get(key)), None)
 
 
-def plot_curve(runs: dict, path: Path) -> None:
-    """FID by step, one panel per device that trained (CPU runs first), each with the reference lines."""
+def plot_curve(runs: dict, path: Path, scale: dict | None = None) -> None:
+    """FID by step, one panel per device that trained (CPU runs first), each with the reference lines
+    (with `scale`, what Monet's paintings score at the benchmark's size)."""
     devices = sorted({run.get("device", "CPU") for run in runs.values()}, key=lambda device: device != "CPU")
     rows = max(1, len(devices))
     figure, axes = plt.subplots(rows, 1, figsize=(11, 4.2 * rows), squeeze=False, sharey=True)
@@ -654,7 +796,11 @@ def plot_curve(runs: dict, path: Path) -> None:
             axis.axhline(colour, color="tab:brown", linestyle="--", label=f"photos in Monet's colours ({colour:.1f})")
         if paintings:
             axis.axhline(paintings, color="black", linestyle="-.",
-                         label=f"Monet's training paintings ({paintings:.1f})")
+                         label=f"Monet's training paintings at 256x256 ({paintings:.1f})")
+        if scale:
+            size = scale["size"]
+            axis.axhline(best_painter(scale), color="black", linestyle=(0, (1, 3)),
+                         label=f"Monet's training paintings at {size}x{size} ({best_painter(scale):.1f})")
         axis.set(xlabel="training step (batch 4)", ylabel="held-out FID (lower is better)",
                  title=f"trained on {'a 2-core CPU' if device == 'CPU' else device}")
         axis.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize="small")
@@ -666,7 +812,7 @@ def plot_curve(runs: dict, path: Path) -> None:
     plt.close(figure)
 
 
-def print_long_table(runs: dict, size: int) -> None:
+def print_long_table(runs: dict, size: int, scale: dict | None = None) -> None:
     if not runs:
         return
     first = next(iter(runs.values()))
@@ -675,7 +821,8 @@ def print_long_table(runs: dict, size: int) -> None:
     print(f"\nHeld-out FID at {size}x{size} ({first['reference']}); the no-style baseline is {baseline:.1f}, "
           f"the bar {BAR} x baseline = {BAR * baseline:.1f}"
           + (f", the photos in Monet's colours {colour:.1f}" if colour else "")
-          + (f", Monet's training paintings {paintings:.1f}" if paintings else "")
+          + (f", Monet's training paintings {paintings:.1f} at 256x256" if paintings else "")
+          + (f", {best_painter(scale):.1f} at {size}x{size} (--scale)" if scale else "")
           + f". Artifacts: spectral energy in peaks on the 8-pixel lattice, x1000 (photos "
           f"{1000 * first['photo_artifacts']:.2f}).")
     width = max(map(len, runs)) + 1

@@ -75,13 +75,17 @@ class Evaluator:
     def score(self, translations) -> dict:
         """FID and MiFID of uint8 batches of the chosen photos' translations (`translations`, or
         ones made elsewhere: benchmarks/bench_quality.py --score-recorded)."""
+        self.load()
+        scores = fid_scores(self.reference, self.features(translations, "generated"), memorized_features=self.memorized)
+        return {"fid": scores["fid"], "mifid": scores["mifid"]}
+
+    def load(self) -> None:
+        """The Inception network and the paintings' features, made when first needed."""
         if self.network is None:
             self.network = load_feature_network(self.network_file)
             self.reference = self.features(image_folder_batches(self.reference_paths, BATCH), "reference")
             if self.training_paths:
                 self.memorized = self.features(image_folder_batches(self.training_paths, BATCH), "training")
-        scores = fid_scores(self.reference, self.features(translations, "generated"), memorized_features=self.memorized)
-        return {"fid": scores["fid"], "mifid": scores["mifid"]}
 
     @torch.inference_mode()
     def translations(self, generator):

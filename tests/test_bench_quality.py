@@ -284,3 +284,63 @@ def test_the_curve_has_one_panel_per_device_that_trained(tmp_path):
     bench_quality.plot_curve({"a": run(), "b, on a GPU": run("NVIDIA H100 80GB HBM3")}, both)
     (width, height), (both_width, both_height) = Image.open(cpu_only).size, Image.open(both).size
     assert both_width == width and both_height == 2 * height
+
+
+def test_scale_scores_the_photos_and_paintings_by_size_as_the_runs_score_them(tmp_path, feature_network, capsys):
+    """--scale's photos, resized as evaluated, are the runs' no-style baseline; its paintings at 256
+    the runs' Monet line; and the size changes the scores."""
+    from .conftest import write_images
+
+    data = tmp_path / "data"
+    write_images(data / "photo_jpg", 12, size=(40, 40), seed=1, prefix="photo")
+    write_images(data / "monet_jpg", 6, size=(40, 40), seed=2, prefix="monet")
+    recipe = "Kaggle default (U-Net + resize-conv)"
+    common = ["--long", "--recipes", recipe, "--size", "32", "--photos", "8", "--holdout", "2",
+              "--eval-photos", "5", "--eval-steps", "3", "--stop-steps", "3", "--out", str(tmp_path / "bench")]
+    bench_quality.long_mode(bench_quality.parse_args(common), data, feature_network)
+    capsys.readouterr()
+    bench_quality.long_mode(bench_quality.parse_args(common + ["--scale"]), data, feature_network)
+    out = tmp_path / "bench" / "long"
+    scale, run = json.loads((out / "scale.json").read_text()), bench_quality.finished_runs(out)[recipe]
+    assert scale["sizes"] == [32, 128, 256] and (scale["holdout"], scale["photos_scored"]) == (2, 5)
+    assert scale["photos"]["as evaluated"] == pytest.approx(run["baseline"]["fid"], rel=1e-9)
+    assert scale["paintings"]["by size"][-1] == pytest.approx(run["paintings"]["fid"], rel=1e-9)
+    # The run's best checkpoint, against the held-out paintings at 256, scores what its best evaluation did.
+    assert scale["translations"][recipe]["fid"] == pytest.approx(min(e["fid"] for e in run["evaluations"]), rel=1e-9)
+    # Like for like: against the held-out paintings resized to 32 as training resizes them.
+    from monet_utils.data import decode_all
+    from monet_utils.fid import extract_features, fid_scores, load_feature_network
+
+    network, args = load_feature_network(feature_network), bench_quality.parse_args(common)
+    features = lambda images: extract_features(network, images.split(50), "cpu", "test", progress=False)
+    dataset = bench_quality.long_dataset(bench_quality.long_config(recipe, args, out), args, data)
+    held_out = features(decode_all(dataset.holdout_paths, 32))
+    assert scale["paintings"]["like for like"]["smoothed"] == pytest.approx(
+        fid_scores(held_out, features(decode_all(dataset.monet_paths, 32)))["fid"], rel=1e-6)
+    assert scale["photos"]["like for like"]["as evaluated"] != pytest.approx(scale["photos"]["as evaluated"], rel=1e-3)
+    assert len({round(fid, 6) for fid in scale["photos"]["by size"] + [scale["photos"]["as evaluated"]]}) == 4
+    printed = capsys.readouterr().out
+    assert "What the size alone does" in printed and "at 32x32 (--scale)" in printed
+    assert (out / "scale.png").stat().st_size > 0
+    # Measured for another size, photos or paintings, it is not this benchmark's.
+    for other in (["--size", "64"], ["--holdout", "3"], ["--eval-photos", "4"]):
+        assert bench_quality.measured_scale(out, bench_quality.parse_args(common + other)) is None
+    assert bench_quality.measured_scale(out, bench_quality.parse_args(common)) == scale
+
+
+@pytest.mark.parametrize("painted, verdict", [((230.0, 212.2), "out of reach"), ((230.0, 200.0), "within reach")])
+def test_the_scale_table_says_whether_monets_own_paintings_reach_the_bar(capsys, painted, verdict):
+    alike = {"as evaluated": 184.5, "smoothed": 190.6}
+    scale = {"size": 64, "sizes": [64, 128, 256], "holdout": 60, "photos_scored": 250,
+             "photos": {"as evaluated": 260.6, "by size": [264.7, 210.2, 190.9], "like for like": alike},
+             "paintings": {"as evaluated": painted[0], "by size": [painted[1], 152.4, 131.9],
+                           "like for like": {"as evaluated": 150.0, "smoothed": 139.1}},
+             "translations": {"a": {"fid": 237.2, "like for like": 175.8}, "b": {"fid": 240.0, "like for like": 186.3}}}
+    bench_quality.print_scale_table(scale)
+    lines = capsys.readouterr().out.splitlines()
+    verdict_line = next(line for line in lines if line.startswith("The bar") and "at 64x64" in line)
+    assert f"= {0.8 * 260.6:.1f}" in verdict_line and f"score {min(painted):.1f} at best" in verdict_line
+    assert verdict in verdict_line
+    # Like for like, the bar is 0.8 x the photos there, and the best translations are named.
+    assert f"= {0.8 * 184.5:.1f}; Monet's own paintings score 139.1 at best: the bar is within reach" in lines[-2]
+    assert lines[-1] == f"The best translations, a's: 175.8, {175.8 / 184.5:.2f} x the photos."
