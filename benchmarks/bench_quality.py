@@ -517,17 +517,18 @@ def print_scale_table(scale: dict) -> None:
     print_bar_verdict(scale["photos"]["as evaluated"], best_painter(scale), f"Monet's own paintings at {size}x{size}")
 
     print(f"\nLike for like: against the held-out paintings at {size}x{size} (PIL's bicubic)")
-    print(f"{'':<56}" + "".join(f"{column:>18}" for column in columns[:2]))
+    width = max([28, *(len(name) + 17 for name in scale["translations"])])
+    print(f"{'':<{width}}" + "".join(f"{column:>18}" for column in columns[:2]))
     for kind, label in (("photos", "the photos, no style"), ("paintings", "Monet's training paintings")):
         alike = scale[kind]["like for like"]
-        print(f"{label:<56}{alike['as evaluated']:>18.1f}{alike['smoothed']:>18.1f}")
+        print(f"{label:<{width}}{alike['as evaluated']:>18.1f}{alike['smoothed']:>18.1f}")
     for name, scores in scale["translations"].items():  # a run's translations: of the photos as evaluated
-        print(f"{name + ', best checkpoint':<56}{scores['like for like']:>18.1f}{'-':>18}")
+        print(f"{name + ', best checkpoint':<{width}}{scores['like for like']:>18.1f}{'-':>18}")
     photos, paintings = scale["photos"]["like for like"]["as evaluated"], scale["paintings"]["like for like"]
     print_bar_verdict(photos, min(paintings.values()), "Monet's own paintings")
     if scale["translations"]:
         name, scores = min(scale["translations"].items(), key=lambda item: item[1]["like for like"])
-        print(f"The best translations, {name}'s: {scores['like for like']:.1f}, "
+        print(f"The best translations: {name}, {scores['like for like']:.1f}, "
               f"{scores['like for like'] / photos:.2f} x the photos.")
 
 
@@ -540,28 +541,43 @@ def print_bar_verdict(photos: float, painter: float, painters: str) -> None:
 
 
 def plot_scale(scale: dict, runs: dict, path: Path) -> None:
-    """FID by image size of the photos and Monet's paintings, with the bar and the best run's translations."""
+    """Left: FID by image size of the photos and Monet's paintings against the held-out paintings at
+    256, with the bar and the runs' best translations. Right: like for like at the benchmark's size."""
     size, sizes = scale["size"], scale["sizes"]
-    figure, axis = plt.subplots(figsize=(9, 4.5))
+    figure, (by_size, alike) = plt.subplots(1, 2, figsize=(13, 5), gridspec_kw={"width_ratios": [1, 1.2]})
     for kind, label, colour in (("photos", "the photos, no style", "gray"),
-                                ("paintings", "Monet's 240 training paintings", "black")):
-        axis.plot(sizes, scale[kind]["by size"], marker="o", color=colour, label=f"{label} (resized smoothly)")
-        axis.plot([size], [scale[kind]["as evaluated"]], marker="s", linestyle="", color=colour,
-                  label=f"{label}, resized as the evaluation resizes")
-    axis.axhline(BAR * scale["photos"]["as evaluated"], color="gray", linestyle=":",
-                 label=f"the bar, {BAR} x the photos ({BAR * scale['photos']['as evaluated']:.1f})")
+                                ("paintings", "Monet's training paintings", "black")):
+        by_size.plot(sizes, scale[kind]["by size"], marker="o", color=colour, label=f"{label}, resized smoothly")
+        by_size.plot([size], [scale[kind]["as evaluated"]], marker="s", linestyle="", color=colour,
+                     label=f"{label}, resized as evaluated")
+    by_size.axhline(BAR * scale["photos"]["as evaluated"], color="gray", linestyle=":",
+                    label=f"the bar, {BAR} x the photos ({BAR * scale['photos']['as evaluated']:.1f})")
     if runs:
-        name, fid = min(((name, min(e["fid"] for e in run["evaluations"])) for name, run in runs.items()),
-                        key=lambda item: item[1])
-        axis.plot([size], [fid], marker="*", markersize=12, linestyle="", color="C0",
-                  label=f"the best translations here ({fid:.1f}: {name})")
-    axis.set_xscale("log", base=2)
-    axis.set_xticks(sizes, [f"{s}x{s}" for s in sizes])
-    axis.set(xlabel="image size (upscaled to 299 for Inception)",
-             ylabel=f"FID against {scale['holdout']} held-out paintings", title="What the images' size alone does")
-    axis.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize="small")
-    axis.grid(alpha=0.3)
-    figure.subplots_adjust(left=0.09, right=0.55, bottom=0.13)
+        best = min(e["fid"] for run in runs.values() for e in run["evaluations"])
+        by_size.plot([size], [best], marker="*", markersize=12, linestyle="", color="C0",
+                     label=f"the best translations here ({best:.1f})")
+    by_size.set_xscale("log", base=2)
+    by_size.set_xticks(sizes, [f"{s}x{s}" for s in sizes])
+    by_size.set(xlabel="image size (upscaled to 299 for Inception)", ylabel="FID (lower is better)",
+                title=f"against the {scale['holdout']} held-out paintings at 256x256")
+    by_size.legend(loc="upper right", fontsize="small")
+
+    rows = {"the photos, no style": scale["photos"]["like for like"]["as evaluated"],
+            "Monet's training paintings": min(scale["paintings"]["like for like"].values()),
+            **{name: scores["like for like"] for name, scores in scale["translations"].items()}}
+    alike.scatter(list(rows.values()), range(len(rows)), s=60, zorder=3,
+                  color=["gray", "black"] + ["C0"] * (len(rows) - 2))  # dots: the axis does not start at 0
+    alike.set_yticks(range(len(rows)), list(rows), fontsize="small")
+    alike.invert_yaxis()
+    bar = BAR * rows["the photos, no style"]
+    alike.axvline(bar, color="gray", linestyle=":")
+    alike.margins(x=0.15)
+    alike.set(xlabel="FID (lower is better)",
+              title=f"like for like: against them at {size}x{size}\n(dotted: the bar, {BAR} x the photos, {bar:.1f})")
+    for axis in (by_size, alike):
+        axis.grid(alpha=0.3)
+    figure.suptitle(f"What the images' size alone does; translations at {size}x{size} (best checkpoints)")
+    figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=120)
     plt.close(figure)

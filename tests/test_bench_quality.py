@@ -343,4 +343,4 @@ def test_the_scale_table_says_whether_monets_own_paintings_reach_the_bar(capsys,
     assert verdict in verdict_line
     # Like for like, the bar is 0.8 x the photos there, and the best translations are named.
     assert f"= {0.8 * 184.5:.1f}; Monet's own paintings score 139.1 at best: the bar is within reach" in lines[-2]
-    assert lines[-1] == f"The best translations, a's: 175.8, {175.8 / 184.5:.2f} x the photos."
+    assert lines[-1] == f"The best translations: a, 175.8, {175.8 / 184.5:.2f} x the photos."
