@@ -100,6 +100,7 @@ LONG_RECIPES = {
     # The public TensorFlow notebooks' two other differences: the cross-entropy GAN loss (the reference: least
     # squares), and small batches (batch 2 with --long-steps 8000 sees the default's images in twice the updates).
     "Kaggle default + BCE loss": dict(generator="unet", upsampling="resize_conv", gan_mode="bce"),
+    "Kaggle default + BCE loss (seed 1)": dict(generator="unet", upsampling="resize_conv", gan_mode="bce", seed=1),
     "Kaggle default at batch 2": dict(generator="unet", upsampling="resize_conv", batch_size=2),
     # Stronger painting crops: each painting a random square of half to all of its area (the reference: 0.8, fixed).
     "Kaggle default + painting crops": dict(generator="unet", upsampling="resize_conv", painting_augment="crop"),
@@ -296,7 +297,8 @@ def long_mode(args, root: Path, network_file: Path) -> int:
         generators = {run_name(name, args.long_steps): load_generator(best, device="cpu")[0]
                       for name in args.recipes.split(",")
                       if (best := out / slug(run_name(name, args.long_steps)) / "checkpoints" / "best.pt").exists()}
-        write_json(out / "scale.json", scale_references(evaluator, args.size, generators))
+        write_json(out / "scale.json",
+                   {**scale_references(evaluator, args.size, generators), "training_photos": args.photos})
     elif args.rescore_artifacts:
         rescore_artifacts(args, root, network_file, out)
     elif args.score_recorded:
@@ -460,8 +462,8 @@ def scale_references(evaluator: Evaluator, size: int, generators: dict) -> dict:
     (at 256, as every run is scored), at `size` and at the larger SCALE_SIZES: what a translation at
     `size` can score. At `size` both resizes count: the evaluation's (cv2 bicubic, which does not
     smooth when shrinking: the photos' baseline) and PIL's bicubic, which does, as training's does.
-    Like for like: the same at `size` against the held-out paintings at `size` (PIL's), and so the
-    translations of `generators` (name: photo -> Monet generator)."""
+    Like for like: the same at `size` against the held-out paintings at `size` (PIL's), and the
+    translations of `generators` (name: photo -> Monet generator) of the photos as evaluated."""
     if evaluator.training_paths is None:
         raise SystemExit("--scale needs held-out paintings: --holdout must be more than 0")
     evaluator.load()
@@ -496,7 +498,8 @@ def measured_scale(out: Path, args) -> dict | None:
     if not path.exists():
         return None
     scale = json.loads(path.read_text())
-    same = (scale["size"], scale["holdout"], scale["photos_scored"]) == (args.size, args.holdout, args.eval_photos)
+    same = ((scale["size"], scale["holdout"], scale["photos_scored"], scale["training_photos"]) ==
+            (args.size, args.holdout, args.eval_photos, args.photos))
     return scale if same else None
 
 

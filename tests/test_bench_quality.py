@@ -323,7 +323,7 @@ def test_scale_scores_the_photos_and_paintings_by_size_as_the_runs_score_them(tm
     assert "What the size alone does" in printed and "at 32x32 (--scale)" in printed
     assert (out / "scale.png").stat().st_size > 0
     # Measured for another size, photos or paintings, it is not this benchmark's.
-    for other in (["--size", "64"], ["--holdout", "3"], ["--eval-photos", "4"]):
+    for other in (["--size", "64"], ["--holdout", "3"], ["--eval-photos", "4"], ["--photos", "10"]):
         assert bench_quality.measured_scale(out, bench_quality.parse_args(common + other)) is None
     assert bench_quality.measured_scale(out, bench_quality.parse_args(common)) == scale
 
