@@ -109,6 +109,16 @@ def test_the_verdicts_tell_a_discriminator_that_learnt_its_paintings_from_one_th
     assert 0.4 < style["held_out_below_median"] < 0.6
 
 
+def small_data(tmp_path) -> Path:
+    """A gan-getting-started folder of 12 photos and 6 paintings, 40x40."""
+    from .conftest import write_images
+
+    data = tmp_path / "data"
+    write_images(data / "photo_jpg", 12, size=(40, 40), seed=1, prefix="photo")
+    write_images(data / "monet_jpg", 6, size=(40, 40), seed=2, prefix="monet")
+    return data
+
+
 def recorded_run(tmp_path, data, *extra):
     """A Kaggle-default run of 6 steps at 32x32 on `data`, recorded at steps 3 and 6."""
     args = bench_quality.parse_args(["--long", "--recipes", "Kaggle default (U-Net + resize-conv)", "--size", "32",
@@ -154,11 +164,7 @@ def test_a_recorded_run_scores_as_the_evaluator_scores_the_generator(tmp_path, f
 
 
 def test_device_speed_leaves_amp_and_compile_to_the_device_and_names_the_recorded_run_with_them(tmp_path):
-    from .conftest import write_images
-
-    data = tmp_path / "data"
-    write_images(data / "photo_jpg", 12, size=(40, 40), seed=1, prefix="photo")
-    write_images(data / "monet_jpg", 6, size=(40, 40), seed=2, prefix="monet")
+    data = small_data(tmp_path)
     _, fp32_eager, _ = recorded_run(tmp_path, data)
     args, device_speed, _ = recorded_run(tmp_path, data, "--device-speed")
     config = bench_quality.long_config(args.recipes, args, tmp_path / "out")
@@ -180,11 +186,7 @@ def test_long_steps_must_be_positive_unless_fitted_to_the_minutes_of_a_recorded_
 
 def test_a_run_planned_for_another_length_is_kept_beside_the_recipes_run(tmp_path, feature_network, capsys):
     """A longer schedule of a recipe already run is a new run, not skipped as done or written over it."""
-    from .conftest import write_images
-
-    data = tmp_path / "data"
-    write_images(data / "photo_jpg", 12, size=(40, 40), seed=1, prefix="photo")
-    write_images(data / "monet_jpg", 6, size=(40, 40), seed=2, prefix="monet")
+    data = small_data(tmp_path)
     recipe = "Kaggle default (U-Net + resize-conv)"
     common = ["--long", "--recipes", recipe, "--size", "32", "--photos", "8", "--holdout", "2",
               "--eval-photos", "5", "--eval-steps", "3", "--patience", "5", "--out", str(tmp_path / "bench")]
@@ -223,11 +225,7 @@ def test_a_weight_averaging_run_also_scores_its_weights_as_trained(tmp_path, fea
     from monet_utils.checkpoints import read_checkpoint, load_network
     from monet_utils.evaluation import Evaluator
     from monet_utils.models import build_generator
-    from .conftest import write_images
-
-    data = tmp_path / "data"
-    write_images(data / "photo_jpg", 12, size=(40, 40), seed=1, prefix="photo")
-    write_images(data / "monet_jpg", 6, size=(40, 40), seed=2, prefix="monet")
+    data = small_data(tmp_path)
     recipe = "Kaggle default + EMA 0.999"
     args = bench_quality.parse_args(["--long", "--recipes", recipe, "--size", "32", "--photos", "8", "--holdout", "2",
                                      "--eval-photos", "5", "--eval-steps", "3", "--stop-steps", "6",
@@ -289,11 +287,7 @@ def test_the_curve_has_one_panel_per_device_that_trained(tmp_path):
 def test_scale_scores_the_photos_and_paintings_by_size_as_the_runs_score_them(tmp_path, feature_network, capsys):
     """--scale's photos, resized as evaluated, are the runs' no-style baseline; its paintings at 256
     the runs' Monet line; and the size changes the scores."""
-    from .conftest import write_images
-
-    data = tmp_path / "data"
-    write_images(data / "photo_jpg", 12, size=(40, 40), seed=1, prefix="photo")
-    write_images(data / "monet_jpg", 6, size=(40, 40), seed=2, prefix="monet")
+    data = small_data(tmp_path)
     recipe = "Kaggle default (U-Net + resize-conv)"
     common = ["--long", "--recipes", recipe, "--size", "32", "--photos", "8", "--holdout", "2",
               "--eval-photos", "5", "--eval-steps", "3", "--stop-steps", "3", "--out", str(tmp_path / "bench")]
