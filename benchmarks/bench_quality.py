@@ -442,11 +442,6 @@ def reference_scores(evaluator: Evaluator, scored: torch.Tensor, translations: t
             **artifact_shares(translations, scored)}
 
 
-def scored_photos(evaluator: Evaluator, size: int) -> torch.Tensor:
-    """The evaluator's photos, uint8."""
-    return resized_as_evaluated(evaluator.photo_paths, size)
-
-
 def resized_as_evaluated(paths, size: int) -> torch.Tensor:
     """The images at `paths` resized as the evaluation resizes the photos it translates, uint8."""
     return torch.cat([to_uint8(load_images(paths[i:i + 50], size)) for i in range(0, len(paths), 50)])
@@ -678,7 +673,7 @@ def score_recorded(archive_path: Path, args, root: Path, network_file: Path, out
             if best is None or scores["fid"] < best[0]:
                 best = scores["fid"], images
             print(f"{run['name']}: step {step:,}: FID {scores['fid']:.1f}", flush=True)
-    scored = scored_photos(evaluator, args.size)
+    scored = resized_as_evaluated(evaluator.photo_paths, args.size)
     folder = out / slug(run["name"])
     save_full_size(best[1][:8], scored[:8], folder / "translations.png")
     write_json(folder / "evaluations.json", {
@@ -689,7 +684,7 @@ def score_recorded(archive_path: Path, args, root: Path, network_file: Path, out
 
 def best_translations(evaluator: Evaluator, best_generator, size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The evaluator's photos and their translations by the best checkpoint's generator, uint8."""
-    return scored_photos(evaluator, size), torch.cat(list(evaluator.translations(best_generator)))
+    return resized_as_evaluated(evaluator.photo_paths, size), torch.cat(list(evaluator.translations(best_generator)))
 
 
 def artifact_shares(translations: torch.Tensor, photos: torch.Tensor) -> dict:
