@@ -45,11 +45,13 @@ IMPLEMENTATION_FLAGS = ("fused", "foreach", "capturable", "differentiable")
 
 
 def load_optimizer(optimizer: torch.optim.Optimizer, saved: dict) -> None:
-    """`load_state_dict`, keeping this run's implementation flags."""
+    """`load_state_dict` with this run's implementation flags in place of the saved ones: it places
+    each `step` counter by the flags it loads (fused or capturable Adam's on the parameters' device,
+    the others' left on the CPU), so a CPU run resumed fused on a GPU failed its first step, and a
+    fused run resumed unfused synced once per parameter per step."""
     ours = [{flag: group[flag] for flag in IMPLEMENTATION_FLAGS if flag in group} for group in optimizer.param_groups]
-    optimizer.load_state_dict(saved)
-    for group, flags in zip(optimizer.param_groups, ours):
-        group.update(flags)
+    optimizer.load_state_dict({**saved, "param_groups": [{**group, **flags}
+                                                         for group, flags in zip(saved["param_groups"], ours)]})
 
 
 def process_seed(seed: int, rank: int) -> int:

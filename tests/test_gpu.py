@@ -105,6 +105,21 @@ def test_resume_across_precisions(gpu_config, saved_amp, amp):
     assert all(np.isfinite(v) for v in losses.values())
 
 
+@pytest.mark.parametrize("saved_on, saved_fused, fused", [("cpu", "off", "on"), ("cuda", "off", "on"),
+                                                         ("cuda", "on", "off")])
+def test_resume_between_fused_and_unfused_adam_takes_a_step(gpu_config, saved_on, saved_fused, fused):
+    """Fused Adam needs its step counters on the GPU; unfused Adam keeps them on the CPU."""
+    saved = CycleGANTrainer(gpu_config.replace(device=saved_on, fused_adam=saved_fused))
+    saved.model.train_step(*fixed_batch(size=64))
+    saved.save()
+    resumed = CycleGANTrainer(gpu_config.replace(fused_adam=fused))
+    resumed.load(resumed.checkpoint_path)
+    losses = resumed.model.train_step(*fixed_batch(size=64, seed=1))
+    assert all(np.isfinite(v) for v in losses.values())
+    steps = [state["step"] for opt in (resumed.model.opt_G, resumed.model.opt_D) for state in opt.state.values()]
+    assert steps and all(step.is_cuda == (fused == "on") for step in steps)
+
+
 def test_resume_restores_this_gpus_random_state(gpu_config):
     trainer = CycleGANTrainer(gpu_config.replace(diffaugment="color,translation,cutout"))
     trainer.model.train_step(*fixed_batch(size=64))

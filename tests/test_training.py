@@ -6,7 +6,7 @@ import torch
 
 from monet_utils.checkpoints import read_checkpoint
 from monet_utils.data import build_dataset, make_train_loader
-from monet_utils.cyclegan import LOSS_NAMES
+from monet_utils.cyclegan import LOSS_NAMES, load_optimizer
 from monet_utils.training import CycleGANTrainer, TrainingInterrupted
 
 
@@ -197,6 +197,30 @@ def test_resume_works_across_every_pair_of_precisions_and_fused_settings(tiny_co
     if fp16:  # the saved scale when there was one, else a fresh scaler's
         expected = saved.model.scaler.get_scale() if saved_fp16 else 2.0 ** 10
         assert resumed.model.scaler.get_scale() == expected
+
+
+@pytest.mark.parametrize("saved_on_device", [False, True], ids=["saved-on-cpu", "saved-on-device"])
+@pytest.mark.parametrize("on_device", [False, True], ids=["resumed-unfused", "resumed-fused"])
+def test_loaded_step_counters_sit_where_this_runs_adam_needs_them(saved_on_device, on_device):
+    """Optimizer.load_state_dict places each `step` counter by the saved groups' flags: a CPU run's
+    checkpoint resumed with fused Adam on a GPU failed its first step (fused Adam wants its counters
+    on the device), and a fused one resumed unfused kept them on the GPU (a sync per parameter per
+    step). Meta tensors stand for a GPU's here: capturable Adam, like fused, keeps its counters on
+    the parameters' device, and the flags decide alike (the GPU test resumes fused for real)."""
+    net = torch.nn.Linear(2, 2)
+    saving = torch.optim.Adam(net.parameters())
+    net(torch.ones(1, 2)).sum().backward()
+    saving.step()
+    saved = saving.state_dict()
+    for group in saved["param_groups"]:
+        group["capturable"] = saved_on_device
+    params = [torch.nn.Parameter(torch.empty(p.shape, device="meta")) for p in net.parameters()]
+    resumed = torch.optim.Adam(params, capturable=on_device)
+    load_optimizer(resumed, saved)
+    assert all(group["capturable"] == on_device for group in resumed.param_groups)
+    steps = [state["step"] for state in resumed.state.values()]
+    assert len(steps) == 2
+    assert all(step.device.type == ("meta" if on_device else "cpu") and step.dtype == torch.float32 for step in steps)
 
 
 def test_each_process_draws_its_own_random_numbers_after_the_same_initial_weights(tiny_config, monkeypatch):
