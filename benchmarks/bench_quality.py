@@ -392,7 +392,7 @@ def set_schedule(trainer: CycleGANTrainer, loader, steps: int) -> int:
 def train_and_evaluate(name: str, args, root: Path, network_file: Path, folder: Path) -> dict:
     """Train recipe `name` into `folder`, evaluating every `eval_steps` until FID stops improving or
     a limit; its evaluations, the no-style baseline on the same photos, and the artifact shares."""
-    shutil.rmtree(folder, ignore_errors=True)  # an interrupted run's best.json would outrank this one's
+    shutil.rmtree(folder, ignore_errors=True)  # an interrupted run's best.pt would outrank this one's
     trainer, dataset, loader = long_trainer(name, args, root, folder)
     epochs = trainer.config.epochs
     evaluator = Evaluator(trainer.config, dataset, trainer.device, network_file)
@@ -719,12 +719,12 @@ def painting_verdicts(discriminator, training: torch.Tensor, held_out: torch.Ten
 
 
 def overfit_mode(args, root: Path) -> int:
-    """painting_verdicts of every long run's checkpoints under --out (D_monet, and translations of
-    the first --eval-photos training photos by its G_photo2monet)."""
+    """painting_verdicts of every long run's last checkpoint under --out (D_monet, and translations of
+    the first --eval-photos training photos by its G_photo2monet; best.pt holds no discriminator)."""
     print(f"{'run':<56} {'checkpoint':>10} {'step':>6} {'training':>9} {'held-out':>9} {'translations':>12} "
           f"{'held-out under the median':>25}")
     loaded = {}  # (size, held out) -> photos, training and held-out paintings: every run shares them
-    for path in sorted((Path(args.out) / "long").glob("*/checkpoints/*.pt")):
+    for path in sorted((Path(args.out) / "long").glob("*/checkpoints/latest.pt")):
         state = read_checkpoint(path)
         config = checkpoint_config(state, path)
         key = config.image_size, config.holdout_paintings

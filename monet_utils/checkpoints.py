@@ -41,15 +41,18 @@ def existing_file(path: str | os.PathLike, what: str = "checkpoint") -> Path:
     return path
 
 
-def read_checkpoint(path: str | os.PathLike) -> dict:
-    """The state in `path`, read as data only; CheckpointError if it is anything else."""
+def read_checkpoint(path: str | os.PathLike, lazily: bool = False) -> dict:
+    """The state in `path`, read as data only; CheckpointError if it is anything else. `lazily`
+    maps the file instead of reading it: tensors that are never used are never read."""
     path = existing_file(path)
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=lazily)
     except Exception as err:  # noqa: BLE001 - torch raises several types for corrupt or unsafe files
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        if "weights_only" in str(err) or "Unsupported global" in str(err):
+        if "global" in str(err).lower():  # "Unsupported global", "unsupported GLOBAL ... is blocked"
             reason = "it holds Python objects other than tensors and plain values, which are refused unread"
+        elif "weights_only" in str(err) or "mmap" in str(err):
+            reason = "it is not a PyTorch checkpoint, or a damaged one"
         raise CheckpointError(f"checkpoint {path} could not be read: {reason}") from None
     if not isinstance(state, dict) or "networks" not in state or "config" not in state:
         raise CheckpointError(f"{path} is not a monet_utils checkpoint (no 'networks'/'config' entries)")

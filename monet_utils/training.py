@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import os
+import shutil
 import signal
 import statistics
 import sys
@@ -21,11 +21,13 @@ import matplotlib.pyplot as plt
 import torch
 
 from .acceleration import resolve_device, resolve_speed
-from .checkpoints import check_architecture, existing_file, load_generator, read_checkpoint, write_checkpoint
-from .config import CycleGANConfig, write_json
+from .checkpoints import (CheckpointError, check_architecture, existing_file, load_generator, read_checkpoint,
+                          write_checkpoint)
+from .config import CycleGANConfig
 from .cyclegan import LOSS_NAMES, CycleGAN
 from .data import make_train_loader
 from .distributed import any_rank, from_first_rank, gather, mean_over_ranks, rank_and_world
+from .files import write_atomically
 from .progress import progress_bar
 from .tensorboard_log import TensorBoardLog
 from .time_budget import PLAN_AFTER_STEPS, TimePlan, plan_schedule
@@ -100,6 +102,7 @@ class CycleGANTrainer:
         self.train_seconds = 0.0  # summed over resumed runs
         self.history: list[dict] = []
         self.evaluations: list[dict] = []  # {"step", "epoch", "fid", "mifid", "seconds"} of each evaluation
+        self.best: dict | None = None  # the evaluation whose generator best.pt holds (best.pt's own record)
         self.evaluated_at = time.monotonic()  # when the last evaluation ended
         self.processes = self.world_size  # the processes that trained the weights held (a loaded checkpoint's)
         self.saved_at = time.monotonic()  # when the last checkpoint was written
@@ -112,7 +115,7 @@ class CycleGANTrainer:
 
     @property
     def best_path(self) -> Path:
-        """The checkpoint of the best held-out FID so far; best.json beside it holds its evaluation."""
+        """The photo -> Monet generator of the best FID so far, with that evaluation's record."""
         return self.checkpoint_path.with_name("best.pt")
 
     def lr_factor(self, epoch: int) -> float:
@@ -133,13 +136,17 @@ class CycleGANTrainer:
 
     def resume(self) -> None:
         """Continue from output_dir's latest checkpoint, else from `resume_from` (a previous
-        session's, say), whose schedule and time plan go on where they stopped."""
+        session's, say), whose schedule and time plan go on where they stopped, and whose best.pt
+        comes along when output_dir has none."""
         path = self.checkpoint_path if self.checkpoint_path.exists() else None
         if path is None and self.config.resume_from:
             path = existing_file(self.config.resume_from, "resume_from checkpoint")
         if path is None:
+            self.best = self.read_best()
             return
         self.load(path)
+        if path != self.checkpoint_path and self.best is None and self.rank == 0:
+            self.carry_best(path.with_name(self.best_path.name))
         if self.rank == 0:
             print(f"Resuming from {path}: step {self.step}, epoch {self.epoch + 1} of "
                   f"{self.config.epochs or 'those the time budget allows'}")
@@ -256,15 +263,14 @@ class CycleGANTrainer:
             time.monotonic() - self.evaluated_at >= self.config.eval_minutes * 60)
 
     def evaluate(self, evaluator, board=None) -> str:
-        """Score the generator now: process 0 evaluates, every process records its scores, and a
-        better FID than best.json's is saved as best.pt by all together (a checkpoint is a
-        collective). Returns the line that says what it found and what it cost."""
+        """Score the generator now: process 0 evaluates, every process records its scores, and
+        process 0 saves a better FID than best.pt's as best.pt. Returns the line that says what it
+        found and what it cost."""
         shared = torch.zeros(4, dtype=torch.float64)
         if self.rank == 0:
             scores, grid = evaluator.evaluate(*self.model.inference_generators, self.step,
                                               Path(self.config.output_dir) / "samples")
-            best = self.best_evaluation()
-            improved = best is None or scores["fid"] < best["fid"]
+            improved = self.best is None or scores["fid"] < self.best["fid"]
             shared = torch.tensor([scores["fid"], scores["mifid"], scores["seconds"], improved], dtype=torch.float64)
             if board:
                 board.log_evaluation(self.step, scores, grid)
@@ -273,30 +279,60 @@ class CycleGANTrainer:
         record = {"step": self.step, "epoch": self.epoch, "fid": fid, "mifid": mifid, "seconds": round(seconds, 2)}
         self.evaluations.append(record)
         if improved:
-            self.save(self.best_path)
             if self.rank == 0:
-                write_json(self.best_path.with_suffix(".json"), record)
+                self.save_best(record)
+            self.best = record
         self.evaluated_at = time.monotonic()
         spent = sum(e["seconds"] for e in self.evaluations)
         return (f"Evaluation at step {self.step:,}: FID {fid:.2f}, MiFID {mifid:.2f} ({evaluator.describe_reference}); "
                 f"{seconds:.1f} s, evaluations so far {100 * spent / max(self.train_seconds, 1e-9):.1f}% of the "
                 f"training time" + ("; the best yet, saved as checkpoints/best.pt" if improved else ""))
 
-    def best_evaluation(self) -> dict | None:
-        """best.pt's evaluation (best.json), or None when no evaluation has saved one here."""
-        path = self.best_path.with_suffix(".json")
-        return json.loads(path.read_text()) if path.exists() and self.best_path.exists() else None
+    def save_best(self, record: dict) -> None:
+        """best.pt: the photo -> Monet generator as translations use it, its config and `record`,
+        in one file, so that its scores always describe its weights."""
+        weights = self.model.inference_generators[0].state_dict()
+        write_checkpoint({"config": self.config.to_dict(), "networks": {"G_photo2monet": weights},
+                          "evaluation": record}, self.best_path)
+
+    def read_best(self, path: Path | None = None) -> dict | None:
+        """The evaluation record of best.pt (or `path`); None when there is none, or, said in one
+        line, when it cannot be read: the next evaluation then replaces it."""
+        path = path or self.best_path
+        if not path.exists():
+            return None
+        try:
+            record = read_checkpoint(path, lazily=True).get("evaluation")
+            if record is None:
+                raise CheckpointError(f"checkpoint {path} holds no evaluation record (made before best.pt held one)")
+            return record
+        except CheckpointError as err:
+            if self.rank == 0:
+                print(f"Ignoring {err}; the next evaluation replaces it, and until then images.zip comes from the "
+                      f"last weights")
+            return None
+
+    def carry_best(self, previous: Path) -> None:
+        """A previous session's best.pt (beside the checkpoint resumed) as this run's own."""
+        record = self.read_best(previous)
+        if record:
+            write_atomically(self.best_path, lambda tmp: shutil.copyfile(previous, tmp), "checkpoint")
+            self.best = record
+            print(f"Carried on from {previous}: the best so far, step {record['step']:,}, FID {record['fid']:.2f}")
 
     def submission_generator(self) -> torch.nn.Module:
         """The photo -> Monet generator that writes images.zip: best.pt's when `submit_from` is
         "best" and an evaluation saved one, else the generator as trained last. Says which."""
-        best = self.best_evaluation()
-        if self.config.submit_from == "best" and best:
-            generator, _ = load_generator(self.best_path, device=str(self.device))
-            print(f"Submitting the generator of {self.best_path}: step {best['step']:,}, FID {best['fid']:.2f} "
-                  f"(training went on to step {self.step:,})")
-            return generator
-        why = "submit_from='latest'" if self.config.submit_from == "latest" else "no evaluation saved a best.pt"
+        if self.config.submit_from == "best" and self.best:
+            try:
+                generator, _ = load_generator(self.best_path, device=str(self.device))
+                print(f"Submitting the generator of {self.best_path}: step {self.best['step']:,}, FID "
+                      f"{self.best['fid']:.2f} (training went on to step {self.step:,})")
+                return generator
+            except CheckpointError as err:
+                print(f"Ignoring {err}")
+                self.best = None
+        why = "submit_from='latest'" if self.config.submit_from == "latest" else "no readable best.pt"
         average = " (its weight average)" if self.model.averages else ""
         print(f"Submitting the generator as trained last{average}, step {self.step:,} ({why})")
         return self.model.inference_generators[0]
@@ -337,6 +373,7 @@ class CycleGANTrainer:
         self.step, self.epoch, self.epoch_step = state["step"], state["epoch"], state["epoch_step"]
         self.train_seconds, self.history = state["train_seconds"], state["history"]
         self.evaluations = state.get("evaluations", [])
+        self.best = self.read_best()
         if state.get("plan"):
             self.apply_plan(TimePlan(**state["plan"]))
 
@@ -354,7 +391,7 @@ class CycleGANTrainer:
             "skipped_steps": self.model.skipped_total, "time_plan": asdict(self.plan) if self.plan else None,
             "out_of_time": self.out_of_time,
             "evaluations": self.evaluations,
-            "best_evaluation": min(self.evaluations, key=lambda e: e["fid"]) if self.evaluations else None,
+            "best_evaluation": self.best,
             "final": {name: mean(tail, name) for name in LOSS_NAMES},
             "mean": {name: mean(self.history, name) for name in LOSS_NAMES},
         }

@@ -90,7 +90,9 @@ def test_two_processes_of_batch_2_train_like_one_process_of_batch_4(dataset_dir,
     assert [e["step"] for e in two["evaluations"]] == [e["step"] for e in one["evaluations"]] == [2, 4]
     assert [e["fid"] for e in two["evaluations"]] == pytest.approx([e["fid"] for e in one["evaluations"]], rel=1e-3)
     assert sorted(p.name for p in (tmp_path / "two" / "samples").iterdir()) == ["step_2.png", "step_4.png"]
-    assert read_checkpoint(tmp_path / "two" / "checkpoints" / "best.pt")["step"] in (2, 4)
+    best = [read_checkpoint(tmp_path / run / "checkpoints" / "best.pt")["evaluation"] for run in ("two", "one")]
+    assert best[0] == min(two["evaluations"], key=lambda e: e["fid"])  # process 0's choice, as one process makes it
+    assert best[0]["step"] == best[1]["step"]
     # TensorBoard: one writer (process 0), every step once, the global batch's losses.
     events = list((tmp_path / "two" / "tensorboard").glob("events.out.tfevents.*"))
     assert len(events) == 1

@@ -1,11 +1,11 @@
 """Evaluation during training: when it runs, what it records, the best checkpoint, submit_from."""
-import json
+from pathlib import Path
 
 import pytest
 import torch
 
 from monet_utils import evaluation, training
-from monet_utils.checkpoints import read_checkpoint
+from monet_utils.checkpoints import load_generator, read_checkpoint
 from monet_utils.data import build_dataset
 from monet_utils.launch import train
 from monet_utils.training import CycleGANTrainer
@@ -71,29 +71,109 @@ def test_eval_minutes_follow_the_clock(eval_config, dataset_dir, monkeypatch):
     assert [e["step"] for e in trainer.evaluations] == [2, 4, 6]
 
 
+def best_generator_weights(trainer):
+    return generator_weights(load_generator(trainer.best_path, device="cpu")[0])
+
+
 def test_the_best_checkpoint_changes_only_when_the_fid_improves_also_after_a_resume(eval_config, dataset_dir,
-                                                                                    monkeypatch):
+                                                                                    monkeypatch, capsys):
     config = eval_config.replace(eval_minutes=1.0, epochs=2)  # a minute a step: an evaluation after each
     scripted_fids(monkeypatch, [5.0, 3.0, 4.0])
     first = fit(config.replace(max_steps=3), dataset_dir, monkeypatch, 60)
-    assert read_checkpoint(first.best_path)["step"] == 2
-    scripted_fids(monkeypatch, [3.5, 2.0, 2.5])  # step 4 beats none of this run's, but not step 2's
+    assert first.metrics()["best_evaluation"]["step"] == 2
+    kept = best_generator_weights(first)
+    scripted_fids(monkeypatch, [3.5, 4.5, 3.2])  # none beats step 2's 3.0: forgotten, step 4 or 6 would replace it
     resumed = fit(config.replace(max_steps=6), dataset_dir, monkeypatch, 60)
     assert [(e["step"], e["fid"]) for e in resumed.evaluations] == [
-        (1, 5.0), (2, 3.0), (3, 4.0), (4, 3.5), (5, 2.0), (6, 2.5)]
-    best = read_checkpoint(resumed.best_path)
-    assert best["step"] == 5 and best["evaluations"][-1]["fid"] == 2.0
-    assert json.loads(resumed.best_path.with_suffix(".json").read_text())["step"] == 5
-    assert resumed.metrics()["best_evaluation"]["step"] == 5
+        (1, 5.0), (2, 3.0), (3, 4.0), (4, 3.5), (5, 4.5), (6, 3.2)]
+    assert resumed.metrics()["best_evaluation"] == {**resumed.evaluations[1], "epoch": 0}
+    assert torch.equal(best_generator_weights(resumed), kept)
 
     # submit_from: best.pt's generator, or the one trained last
+    capsys.readouterr()
     submitted = resumed.submission_generator()
-    assert torch.equal(generator_weights(submitted), torch.cat(
-        [v.flatten() for _, v in sorted(best["networks"]["G_photo2monet"].items())]))
+    assert "Submitting the generator of " in capsys.readouterr().out
+    assert torch.equal(generator_weights(submitted), kept)
     assert not torch.equal(generator_weights(submitted), generator_weights(resumed.model.G_photo2monet))
     latest = CycleGANTrainer(config.replace(max_steps=6, submit_from="latest"))
     latest.load(latest.checkpoint_path)
     assert latest.submission_generator() is latest.model.G_photo2monet
+
+
+def test_the_best_comes_along_when_a_session_resumes_from_another_folder(eval_config, dataset_dir, monkeypatch,
+                                                                        tmp_path, capsys):
+    """Kaggle's chained sessions: the second resumes from the first's output, attached as an input."""
+    config = eval_config.replace(eval_minutes=1.0, epochs=2)
+    scripted_fids(monkeypatch, [5.0, 3.0, 4.0])
+    first = fit(config.replace(max_steps=3, output_dir=str(tmp_path / "session1")), dataset_dir, monkeypatch, 60)
+    kept = best_generator_weights(first)
+    scripted_fids(monkeypatch, [3.5, 4.5, 3.2])
+    second = fit(config.replace(max_steps=6, output_dir=str(tmp_path / "session2"),
+                                resume_from=str(first.checkpoint_path)), dataset_dir, monkeypatch, 60)
+    assert second.metrics()["best_evaluation"]["step"] == 2
+    assert torch.equal(best_generator_weights(second), kept)
+    capsys.readouterr()
+    assert torch.equal(generator_weights(second.submission_generator()), kept)
+    assert "step 2, FID 3.00" in capsys.readouterr().out
+
+
+def test_best_pt_is_the_submissions_generator_and_leaves_the_checkpoint_clock_alone(eval_config, dataset_dir,
+                                                                                    monkeypatch):
+    """A minute a step, a checkpoint due every 2 minutes, an evaluation every minute that always
+    improves: latest.pt is still written by its own clock (steps 2 and 5; 3 and 6 end epochs)."""
+    written = []
+    write = training.write_checkpoint
+    monkeypatch.setattr(training, "write_checkpoint",
+                        lambda state, path: written.append((Path(path).name, state)) or write(state, path))
+    scripted_fids(monkeypatch, [6.0, 5.0, 4.0, 3.0, 2.0, 1.0])
+    trainer = fit(eval_config.replace(eval_minutes=1.0, checkpoint_minutes=2.0, epochs=2, max_steps=6), dataset_dir,
+                  monkeypatch, 60)
+    assert [state["step"] for name, state in written if name == "latest.pt"] == [2, 3, 5, 6]
+    best = read_checkpoint(trainer.best_path)
+    assert list(best["networks"]) == ["G_photo2monet"] and "opt_G" not in best and "pools" not in best
+    assert best["evaluation"] == trainer.evaluations[-1]
+    assert torch.equal(best_generator_weights(trainer), generator_weights(trainer.model.G_photo2monet))
+
+
+def test_a_crash_just_after_best_pt_is_replaced_cannot_mislead_the_rerun(eval_config, dataset_dir, monkeypatch,
+                                                                          capsys):
+    """kill -9 between best.pt and the record of its scores used to leave them disagreeing."""
+    write = training.write_checkpoint
+    best_writes = []
+
+    def killed_after_the_second_best(state, path):
+        write(state, path)
+        if Path(path).name == "best.pt":
+            best_writes.append(torch.cat([v.flatten() for _, v in sorted(state["networks"]["G_photo2monet"].items())]))
+            if len(best_writes) == 2:
+                raise SystemExit("kill -9")
+
+    monkeypatch.setattr(training, "write_checkpoint", killed_after_the_second_best)
+    scripted_fids(monkeypatch, [5.0, 3.0])
+    config = eval_config.replace(eval_minutes=1.0, epochs=2, max_steps=6, checkpoint_every=1)
+    with pytest.raises(SystemExit):
+        fit(config, dataset_dir, monkeypatch, 60)
+    monkeypatch.setattr(training, "write_checkpoint", write)
+    rerun = CycleGANTrainer(config.replace(max_steps=1))  # resumes a finished run: no more steps
+    rerun.resume()
+    capsys.readouterr()
+    submitted = rerun.submission_generator()
+    assert "step 2, FID 3.00" in capsys.readouterr().out
+    assert torch.equal(generator_weights(submitted), best_writes[1])
+
+
+def test_an_unreadable_best_pt_falls_back_to_the_last_weights_with_one_line(eval_config, dataset_dir, monkeypatch,
+                                                                            capsys):
+    scripted_fids(monkeypatch, [5.0, 3.0, 4.0])
+    config = eval_config.replace(eval_minutes=1.0, epochs=2, max_steps=3)
+    fit(config, dataset_dir, monkeypatch, 60)
+    trainer = CycleGANTrainer(config)
+    trainer.best_path.write_bytes(b"\x00garbage" * 100)
+    trainer.resume()
+    submitted = trainer.submission_generator()
+    out = capsys.readouterr().out
+    assert submitted is trainer.model.G_photo2monet
+    assert out.count(str(trainer.best_path)) == 1 and "could not be read" in out and "Traceback" not in out
 
 
 def test_without_evaluations_the_last_generator_is_submitted(tiny_config):
