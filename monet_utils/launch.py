@@ -27,7 +27,7 @@ from .checkpoints import CheckpointError, interrupted_message
 from .config import ConfigError, CycleGANConfig, parse_value, write_json
 from .data import DataError, build_dataset, check_data_fits, find_data_dir
 from .distributed import init_process_group, process_count
-from .evaluation import Evaluator
+from .evaluation import Evaluator, check_fid_weights
 from .torchrun import stop_with_parent
 from .training import CycleGANTrainer, TrainingInterrupted
 
@@ -78,6 +78,7 @@ def train_from_config(config: CycleGANConfig) -> None:
         return run_worker(config)
     nproc = process_count(config)
     check_data_fits(config)
+    check_fid_weights(config)
     if nproc == 1:
         return run_worker(config)
     print(f"Training with {nproc} processes (torchrun); their output follows.", file=sys.stderr, flush=True)

@@ -24,6 +24,7 @@ from .config import CycleGANConfig, ConfigError
 from .data import DataError, check_data_fits, find_data_dir
 from .demo_data import DEMO_DIR, make_demo_dataset
 from .distributed import process_count
+from .evaluation import check_fid_weights
 from .files import WriteError, write_atomically
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -166,6 +167,8 @@ def validate_parameters(parameters: dict, notebook: str | os.PathLike = NOTEBOOK
     resolve_speed(config, resolve_device(config.device))  # e.g. amp='fp16' or device='cuda' without a GPU
     process_count(config)  # gpus beyond the visible devices, or a batch that does not split over them
     check_data_fits(config)  # batch_size and holdout_paintings against the images there
+    estimate = str(parameters.get("estimate_mifid", known.get("estimate_mifid"))) == "True"  # defaults are source text
+    check_fid_weights(config, estimate)
     return config
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 import os
 import shutil
 import signal
@@ -104,6 +105,7 @@ class CycleGANTrainer:
         self.evaluations: list[dict] = []  # {"step", "epoch", "fid", "mifid", "seconds"} of each evaluation
         self.best: dict | None = None  # the evaluation whose generator best.pt holds (best.pt's own record)
         self.evaluated_at = time.monotonic()  # when the last evaluation ended
+        self.evaluation_failed = ""  # why an evaluation failed: evaluation is then off for the rest of the run
         self.processes = self.world_size  # the processes that trained the weights held (a loaded checkpoint's)
         self.saved_at = time.monotonic()  # when the last checkpoint was written
         self.plan: TimePlan | None = None  # the schedule `time_budget_hours` chose, kept by checkpoints
@@ -163,6 +165,8 @@ class CycleGANTrainer:
         cfg = self.config
         if resume:
             self.resume()
+        if self.evaluation_failed:
+            evaluator = None
         self.processes = self.world_size
         planning = cfg.epochs == 0  # a resumed plan has set them
         if planning:
@@ -206,6 +210,8 @@ class CycleGANTrainer:
                         line = self.evaluate(evaluator, board)
                         if self.rank == 0:
                             bar.write(line)
+                        if self.evaluation_failed:
+                            evaluator = None
                     if self.step >= total or stopping or self.out_of_time:
                         break
                     if not epoch_ends and (self.step % cfg.checkpoint_every == 0 or due):
@@ -266,16 +272,30 @@ class CycleGANTrainer:
         """Score the generator now: process 0 evaluates, every process records its scores, and
         process 0 saves a better FID than best.pt's as best.pt. Returns the line that says what it
         found and what it cost."""
-        shared = torch.zeros(4, dtype=torch.float64)
+        shared = torch.full((4,), math.nan, dtype=torch.float64)  # NaN: it failed
         if self.rank == 0:
-            scores, grid = evaluator.evaluate(*self.model.inference_generators, self.step,
-                                              Path(self.config.output_dir) / "samples")
-            improved = self.best is None or scores["fid"] < self.best["fid"]
-            shared = torch.tensor([scores["fid"], scores["mifid"], scores["seconds"], improved], dtype=torch.float64)
-            if board:
-                board.log_evaluation(self.step, scores, grid)
-            plt.close(grid)
+            try:
+                scores, grid = evaluator.evaluate(*self.model.inference_generators, self.step,
+                                                  Path(self.config.output_dir) / "samples")
+            except Exception as err:  # noqa: BLE001 - out of memory, a bad network, ...: the training goes on
+                lines = str(err).strip().splitlines() or [""]
+                # TorchScript's errors (the FID network is a TorchScript file) end with the original one.
+                self.evaluation_failed = (lines[-1].removeprefix("builtins.") if isinstance(err, torch.jit.Error)
+                                          else f"{type(err).__name__}: {lines[0]}")
+                if self.device.type == "cuda":
+                    torch.cuda.empty_cache()
+            else:
+                improved = self.best is None or scores["fid"] < self.best["fid"]
+                shared = torch.tensor([scores["fid"], scores["mifid"], scores["seconds"], improved],
+                                      dtype=torch.float64)
+                if board:
+                    board.log_evaluation(self.step, scores, grid)
+                plt.close(grid)
         fid, mifid, seconds, improved = from_first_rank(shared).tolist()
+        if math.isnan(fid):
+            self.evaluation_failed = self.evaluation_failed or "on process 0"
+            return (f"Evaluation at step {self.step:,} failed ({self.evaluation_failed}); evaluation is off for the "
+                    f"rest of this run, and training goes on")
         record = {"step": self.step, "epoch": self.epoch, "fid": fid, "mifid": mifid, "seconds": round(seconds, 2)}
         self.evaluations.append(record)
         if improved:

@@ -104,6 +104,32 @@ def test_two_processes_of_batch_2_train_like_one_process_of_batch_4(dataset_dir,
         assert [e.value for e in logged] == pytest.approx([h["cycle_photo"] for h in two["history"]], rel=1e-6)
 
 
+class OutOfMemory(torch.nn.Module):
+    """An FID network that loads, then fails when it is used, as an out-of-memory would."""
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        raise RuntimeError("CUDA out of memory (a stand-in)")
+
+
+def test_a_failed_evaluation_under_torchrun_warns_once_and_every_process_trains_on(dataset_dir, tmp_path):
+    """Process 0 scores alone while the others wait for its scores: a failure used to end it and
+    leave the others waiting in the broadcast."""
+    network = tmp_path / "failing.pt"
+    torch.jit.save(torch.jit.script(OutOfMemory()), str(network))
+    out = tmp_path / "out"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(torchrun_command(2, dataset_dir, out, batch_size=4, epochs=3, eval_every=1, eval_photos=4,
+                                           fid_weights=network), cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=300)
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output
+    assert output.count("Evaluation at step") == 1 and output.count("evaluation is off") == 1, output
+    assert ("Evaluation at step 1 failed (RuntimeError: CUDA out of memory (a stand-in)); evaluation is off for the "
+            "rest of this run, and training goes on") in output
+    state = read_checkpoint(out / "checkpoints" / "latest.pt")
+    assert state["step"] == 3 and state["evaluations"] == [] and not (out / "checkpoints" / "best.pt").exists()
+
+
 def test_a_killed_run_resumes_to_the_weights_of_an_uninterrupted_one(dataset_dir, tmp_path):
     """Pools on (size 3, one per process, saved with the checkpoint), a checkpoint every step;
     the first run is killed with SIGKILL once a checkpoint past step 2 exists, then re-run."""

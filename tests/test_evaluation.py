@@ -6,6 +6,7 @@ import torch
 
 from monet_utils import evaluation, training
 from monet_utils.checkpoints import load_generator, read_checkpoint
+from monet_utils.config import ConfigError
 from monet_utils.data import build_dataset
 from monet_utils.launch import train
 from monet_utils.training import CycleGANTrainer
@@ -190,6 +191,37 @@ def test_no_inception_network_skips_evaluation_with_one_line(eval_config, datase
     out = capsys.readouterr().out
     assert out.count("Evaluation during training skipped: no offline Inception network") == 1
     assert not (trainer.checkpoint_path.parent.parent / "samples").exists() and not trainer.best_path.exists()
+
+
+def test_an_evaluation_that_fails_warns_once_and_training_goes_on(eval_config, dataset_dir, monkeypatch, capsys):
+    """An out-of-memory at the second evaluation used to end an 11-hour run at minute 40."""
+    evaluate = evaluation.Evaluator.evaluate
+    calls = []
+
+    def out_of_memory_the_second_time(self, *args):
+        calls.append(args[2])
+        if len(calls) == 2:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return evaluate(self, *args)
+
+    monkeypatch.setattr(evaluation.Evaluator, "evaluate", out_of_memory_the_second_time)
+    trainer = fit(eval_config.replace(eval_every=1, epochs=4), dataset_dir)
+    assert trainer.step == 12 and read_checkpoint(trainer.checkpoint_path)["step"] == 12
+    assert calls == [3, 6] and [e["step"] for e in trainer.evaluations] == [3]
+    assert trainer.metrics()["best_evaluation"]["step"] == 3
+    out = capsys.readouterr().out
+    assert out.count("Evaluation at step 6 failed (OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB); "
+                     "evaluation is off for the rest of this run, and training goes on") == 1
+
+
+@pytest.mark.parametrize("content", [None, b"not a network"], ids=["missing", "a-text-file"])
+def test_a_bad_fid_weights_file_is_refused_before_training(eval_config, dataset_dir, tmp_path, content):
+    path = tmp_path / "weights.pt"
+    if content:
+        path.write_bytes(content)
+    config = eval_config.replace(eval_every=1, fid_weights=str(path))
+    with pytest.raises(ConfigError, match=f"config 'fid_weights': .*{path}"):
+        evaluation.Evaluator.for_run(config, build_dataset(config, dataset_dir), torch.device("cpu"))
 
 
 def test_evaluations_go_to_tensorboard(eval_config, dataset_dir):

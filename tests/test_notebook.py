@@ -91,6 +91,31 @@ def test_values_beyond_the_data_or_the_size_limit_stop_before_anything_is_writte
     assert not out.exists()
 
 
+@pytest.mark.parametrize("command", ["run", "train"])
+@pytest.mark.parametrize("content", [None, "not a network"], ids=["missing", "a-text-file"])
+def test_a_bad_fid_weights_stops_before_anything_is_written(tmp_path, dataset_dir, capsys, command, content):
+    """It used to fail in a later cell (run), or at the first evaluation with no checkpoint (train)."""
+    weights, out = tmp_path / "inception.pt", tmp_path / "out"
+    if content:
+        weights.write_text(content)
+    arguments = [command, "--data-dir", str(dataset_dir), "--output-dir", str(out), "-p", "eval_every", "1",
+                 "-p", "fid_weights", str(weights)] + [arg for name, value in TINY.items() if name != "n_samples"
+                                                       for arg in ("-p", name, str(value))]
+    assert main(arguments) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: config 'fid_weights': ") and str(weights) in err and err.count("\n") == 1, err
+    assert not out.exists()
+
+
+def test_one_held_out_painting_is_refused_before_anything_is_written(tmp_path, dataset_dir, capsys):
+    """An FID needs two images a side: with evaluation on, it used to fail after 20 steps, with no checkpoint."""
+    out = tmp_path / "out"
+    assert main(["run", "--data-dir", str(dataset_dir), "--output-dir", str(out), "-p", "holdout_paintings", "1",
+                 "-p", "eval_every", "1"]) == 2
+    assert "'holdout_paintings' must be 0 or at least 2" in capsys.readouterr().err
+    assert not out.exists()
+
+
 def test_cli_reports_bad_parameters_with_exit_code_2(tmp_path, capsys):
     assert main(["run", "--output-dir", str(tmp_path), "-p", "lr", "-1"]) == 2
     assert "'lr'" in capsys.readouterr().err
