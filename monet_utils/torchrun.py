@@ -5,9 +5,11 @@
 `launch.launch_workers` starts this in a session of its own, so that a signal to its parent's
 process group (Jupyter's interrupt, Ctrl-C in a terminal) does not reach it: the parent forwards
 exactly one SIGINT, which torchrun passes on once to every worker, and each stops after its step
-with a checkpoint. Two things differ from a plain `torchrun`:
+with a checkpoint. Three things differ from a plain `torchrun`, which it replaces on a command line too
+(`python -m monet_utils.torchrun --standalone --nproc_per_node=2 -m monet_utils train ...`):
 - it stops when its parent is gone (a kernel restarted, a `kill -9`): SIGTERM to itself, which
   torchrun passes on to the workers, so no worker trains on with no one to read it;
+- after a stop, the workers get STOP_GRACE_SECONDS to write their checkpoint, not torchrun's 30 s;
 - a stop by a signal, or by a worker that already said why it failed, ends with that exit code
   and without torchrun's own traceback and error page.
 Workers watch their own parent (`stop_with_parent`) in case this process is killed outright.
@@ -23,6 +25,10 @@ import threading
 import time
 
 WATCH_SECONDS = 1.0
+# What torchrun gives its workers after it passes a stop on, before it kills them (its own: 30 s).
+# A stop during an evaluation finishes it, trains one step, then writes a checkpoint: on Google
+# Drive, a 1 GB checkpoint of the U-Net can take minutes.
+STOP_GRACE_SECONDS = 300
 
 
 def stop_with_parent(parent: int | None = None) -> None:
@@ -47,6 +53,21 @@ def stop_with_parent(parent: int | None = None) -> None:
     threading.Thread(target=watch, name="stop-with-parent", daemon=True).start()
 
 
+def give_a_stop_time_to_checkpoint() -> None:
+    """torchrun kills its workers 30 s after it passes a stop signal on: a stop that outlasts that
+    lost its checkpoint without a word. After a stop, and only then, they get STOP_GRACE_SECONDS:
+    when a worker has failed instead, the others may wait in a collective that never ends."""
+    from torch.distributed.elastic.multiprocessing import PContext, SignalException
+
+    close = PContext.close
+
+    def close_after_the_checkpoint(self, death_sig=None, timeout=30):
+        stopping = isinstance(sys.exc_info()[1], SignalException)  # torchrun closes while it handles the stop
+        close(self, death_sig, max(timeout, STOP_GRACE_SECONDS) if stopping else timeout)
+
+    PContext.close = close_after_the_checkpoint
+
+
 def _reader_gone(fd: int) -> bool:
     """A pipe whose read end is closed reports POLLERR to its writer."""
     poller = select.poll()
@@ -64,6 +85,7 @@ def main(argv=None) -> int:
     from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 
+    give_a_stop_time_to_checkpoint()
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["--parent"]:
         stop_with_parent(int(argv[1]))

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from monet_utils.__main__ import main
 from monet_utils.checkpoints import read_checkpoint
@@ -177,6 +178,56 @@ def test_killing_the_command_stops_torchrun_and_its_workers_with_a_checkpoint(lo
     run.wait()
     wait_until_gone(torchrun + workers)
     assert 0 < read_checkpoint(out / "checkpoints" / "latest.pt")["step"] < 600
+
+
+class SlowFeatures(torch.nn.Module):
+    """An FID network that takes seconds a batch (2 features an image): a stop lands in an evaluation."""
+
+    def __init__(self, rounds: int):
+        super().__init__()
+        self.rounds = rounds
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        work = torch.ones(256, 256)
+        for _ in range(self.rounds):
+            work = work @ work / 256
+        return images.float().flatten(1)[:, :2] + work[0, 0]
+
+
+def test_a_stop_during_an_evaluation_ends_in_a_checkpoint_and_exit_130(dataset_dir, tmp_path):
+    """Ctrl-C to `python -m monet_utils.torchrun`, the drop-in for a bare torchrun (whose own stop
+    ends in its traceback and exit 1), while process 0 evaluates and process 1 waits for it.
+    torchrun's grace for the workers, here 1 s (TORCH_ELASTIC_SHUTDOWN_TIMEOUT; torch 2.10 reads no
+    such setting and gives 30 s), used to end them mid-evaluation, the stop's checkpoint lost."""
+    network = tmp_path / "slow.pt"
+    rounds = 1
+    while True:  # about 2 s a batch on this machine
+        started = time.perf_counter()
+        SlowFeatures(rounds)(torch.zeros(1, 3, 8, 8))
+        if time.perf_counter() - started > 0.3:
+            break
+        rounds *= 2
+    torch.jit.save(torch.jit.script(SlowFeatures(rounds * 6)), str(network))
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "monet_utils.torchrun", "--standalone", "--nproc_per_node=2", "-m",
+               "monet_utils", "train", "--data-dir", str(dataset_dir), "--output-dir", str(out),
+               *parameters(device="cpu", batch_size=2, eval_every=1, eval_photos=2, fid_weights=network,
+                           checkpoint_every=100_000, checkpoint_minutes=0, tensorboard_every=0)]
+    log = open(tmp_path / "output.txt", "w")
+    run = subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                           env={**os.environ, "OMP_NUM_THREADS": "1", "TORCH_ELASTIC_SHUTDOWN_TIMEOUT": "1"})
+    deadline = time.monotonic() + 180
+    while "Evaluation at step 3:" not in (tmp_path / "output.txt").read_text():  # the first: 3 steps an epoch
+        assert run.poll() is None and time.monotonic() < deadline, (tmp_path / "output.txt").read_text()
+        time.sleep(0.1)
+    time.sleep(1)  # three steps take milliseconds: the second evaluation has begun
+    os.killpg(run.pid, signal.SIGINT)
+    assert run.wait(timeout=120) == 130
+    output = (tmp_path / "output.txt").read_text()
+    assert "Evaluation at step 6:" in output  # the evaluation under way was finished
+    stopped = re.search(r"SIGINT: training stopped after step (\d+); checkpoint \S+latest.pt holds it", output)
+    assert stopped and read_checkpoint(out / "checkpoints" / "latest.pt")["step"] == int(stopped.group(1)) == 7, output
+    assert "Traceback" not in output and "SignalException" not in output
 
 
 def test_gpus_without_gpus_is_refused_and_says_how_to_get_cpu_processes(dataset_dir, tmp_path, capsys, monkeypatch):
