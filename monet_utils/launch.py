@@ -59,16 +59,17 @@ def train(trainer: CycleGANTrainer, dataset, stream=None) -> list[dict]:
 
 @contextlib.contextmanager
 def off_the_device(trainer: CycleGANTrainer):
-    """The trainer's networks in CPU memory meanwhile (its optimizers hold no state before a step),
-    and the GPU's cached blocks given back."""
-    for net in trainer.model.networks.values():
+    """The trainer's networks and weight averages in CPU memory meanwhile (its optimizers hold no
+    state before a step), and the GPU's cached blocks given back."""
+    held = [*trainer.model.networks.values(), *trainer.model.averages.values()]
+    for net in held:
         net.to("cpu")
     if trainer.device.type == "cuda":
         torch.cuda.empty_cache()
     try:
         yield
     finally:
-        for net in trainer.model.networks.values():
+        for net in held:
             net.to(trainer.device)
 
 
