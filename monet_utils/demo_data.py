@@ -10,6 +10,7 @@ import cv2
 import numpy as np
 
 from .data import DEMO_MARKER, MONET_DIR, PHOTO_DIR
+from .files import write_atomically
 from .progress import progress_bar
 
 DEMO_DIR = Path("data/demo")
@@ -100,8 +101,8 @@ def make_demo_dataset(root: str | os.PathLike = DEMO_DIR, n_photos: int = 240, n
         image = landscape(image_rng, size)
         if painted:
             image = impressionist(image, image_rng)
-        cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 92])
-    (root / DEMO_MARKER).write_text(
-        "Synthetic demo data made by monet_utils.demo_data: procedural landscapes, not Kaggle's images.\n"
-    )
+        _, jpeg = cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 92])
+        write_atomically(path, lambda tmp: tmp.write_bytes(jpeg.tobytes()), "demo image")  # no half image kept
+    write_atomically(root / DEMO_MARKER, lambda tmp: tmp.write_text(
+        "Synthetic demo data made by monet_utils.demo_data: procedural landscapes, not Kaggle's images.\n"), "marker")
     return root

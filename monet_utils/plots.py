@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from .data import load_rgb, to_uint8_image
+from .files import write_atomically
 
 GENERATOR_TERMS = ("adv_photo2monet", "adv_monet2photo", "cycle_photo", "cycle_monet",
                    "idt_photo2monet", "idt_monet2photo")
@@ -17,8 +18,9 @@ DISCRIMINATOR_TERMS = ("D_monet", "D_photo")
 
 def save_figure(fig: plt.Figure, path: str | os.PathLike | None) -> None:
     if path:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=100, bbox_inches="tight")
+        file_format = Path(path).suffix.lstrip(".") or "png"  # the temporary name's suffix is .tmp
+        write_atomically(path, lambda tmp: fig.savefig(tmp, format=file_format, dpi=100, bbox_inches="tight"),
+                         "figure")
 
 
 def show_images(paths, title: str = "", columns: int = 5, path=None) -> plt.Figure:

@@ -6,7 +6,6 @@ generator works on the current batch, so export speed is set by the generator.
 from __future__ import annotations
 
 import io
-import os
 import zipfile
 from collections import Counter, deque
 from concurrent.futures import ThreadPoolExecutor
@@ -19,6 +18,7 @@ from .data import DataError, load_images, oriented_size, readable_images, to_uin
 from .progress import progress_bar
 from .acceleration import inference_autocast
 from .export import load_photo2monet
+from .files import replaced_on_success, write_atomically
 
 PREFETCH_BATCHES = 2
 PIXELS_OF_256 = 256 * 256
@@ -129,28 +129,20 @@ def generate(generator, images: torch.Tensor, device: torch.device, paths) -> to
 
 
 def write_zip(jpegs, zip_path) -> Path:
-    """Stream (name, bytes) pairs into `zip_path`: written under a temporary name and renamed,
-    so an interrupted export never replaces a good zip."""
-    zip_path = Path(zip_path)
-    zip_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = zip_path.with_name(zip_path.name + ".tmp")
-    try:
+    """Stream (name, bytes) pairs into `zip_path`, whole or not at all: an interrupted export never
+    replaces a good zip."""
+    with replaced_on_success(zip_path) as tmp:
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as archive:  # JPEGs do not compress
             for name, data in jpegs:
                 archive.writestr(name, data)
-        os.replace(tmp, zip_path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return zip_path
+    return Path(zip_path)
 
 
 def write_folder(jpegs, folder) -> Path:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     for name, data in jpegs:
-        tmp = folder / (name + ".tmp")
-        tmp.write_bytes(data)
-        os.replace(tmp, folder / name)
+        write_atomically(folder / name, lambda tmp: tmp.write_bytes(data), "image")
     return folder
 
 

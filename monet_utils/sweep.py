@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import itertools
 import json
 import queue
@@ -30,7 +31,8 @@ import torch  # noqa: E402
 
 from .config import ConfigError, parse_value, write_json  # noqa: E402
 from .data import DataError  # noqa: E402
-from .plots import smooth  # noqa: E402
+from .files import write_atomically  # noqa: E402
+from .plots import save_figure, smooth  # noqa: E402
 from .progress import PrefixedLines  # noqa: E402
 from .runner import run_notebook, validate_parameters  # noqa: E402
 from .checkpoints import CheckpointError, read_checkpoint  # noqa: E402
@@ -176,17 +178,18 @@ def summarize(out: Path, runs: list[tuple[str, dict]], swept: list[str], sort_by
     rows = sorted(completed, key=lambda r: (r.get(sort_by) is None, r.get(sort_by))) + \
         [r for r in rows if r["status"] != "completed"]
     columns = list(dict.fromkeys(key for row in rows for key in row))
-    with open(out / "summary.csv", "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(rows)
+    table = io.StringIO(newline="")
+    writer = csv.DictWriter(table, fieldnames=columns)
+    writer.writeheader()
+    writer.writerows(rows)
+    write_atomically(out / "summary.csv", lambda tmp: tmp.write_text(table.getvalue(), newline=""), "summary")
     shown = ["run", "status", *swept, "steps", "final_cycle", "final_D_monet", "final_D_photo",
              "seconds_per_step", "wall_seconds", "mifid", "best_fid", "error"]
     shown = [c for c in dict.fromkeys(shown) if any(r.get(c) is not None for r in rows)]
     lines = [f"# Sweep summary ({len(completed)} of {len(rows)} runs completed; sorted by {sort_by})", "",
              "| " + " | ".join(shown) + " |", "|" + " --- |" * len(shown)]
     lines += ["| " + " | ".join(_cell(r.get(c)) for c in shown) + " |" for r in rows]
-    (out / "summary.md").write_text("\n".join(lines) + "\n")
+    write_atomically(out / "summary.md", lambda tmp: tmp.write_text("\n".join(lines) + "\n"), "summary")
     plot_comparison(out, [r["run"] for r in completed])
     return rows
 
@@ -217,7 +220,7 @@ def plot_comparison(out: Path, names: list[str]) -> None:
         ax.grid(alpha=0.3)
         if ax.lines:
             ax.legend(fontsize=7)
-    fig.savefig(out / "loss_comparison.png", dpi=100, bbox_inches="tight")
+    save_figure(fig, out / "loss_comparison.png")
     plt.close(fig)
 
     samples = [(name, out / name / "samples.png") for name in names if (out / name / "samples.png").exists()]
@@ -227,7 +230,7 @@ def plot_comparison(out: Path, names: list[str]) -> None:
             ax.imshow(plt.imread(path))
             ax.set_title(name, fontsize=8)
             ax.axis("off")
-        fig.savefig(out / "samples_comparison.png", dpi=100, bbox_inches="tight")
+        save_figure(fig, out / "samples_comparison.png")
         plt.close(fig)
 
 

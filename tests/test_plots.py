@@ -54,3 +54,25 @@ def test_image_and_augmentation_figures(tmp_path, dataset_dir, tiny_config):
     assert photos[0].shape == (32, 32, 3)
     assert not all(np.array_equal(photos[0], other) for other in photos[1:])
     assert dataset.epoch == 0
+
+
+def test_a_figure_that_fails_to_save_leaves_the_previous_file_whole(tmp_path, monkeypatch):
+    """A full disk or a kill in the middle of savefig used to leave half a PNG in place of the last one."""
+    import errno
+    from matplotlib.figure import Figure
+    from monet_utils.files import WriteError
+    from monet_utils.plots import save_figure
+
+    path = tmp_path / "losses.png"
+    save_figure(plot_losses([{"step": 1, **{k: 1.0 for k in LOSS_NAMES}}]), path)
+    before = path.read_bytes()
+
+    def half_then_full(self, target, **kwargs):
+        with open(target, "wb") as file:
+            file.write(before[:100])
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Figure, "savefig", half_then_full)
+    with pytest.raises(WriteError, match=f"could not write figure {path}"):
+        save_figure(plot_losses([{"step": 1, **{k: 2.0 for k in LOSS_NAMES}}]), path)
+    assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["losses.png"]

@@ -127,3 +127,23 @@ def test_summary_sorts_by_mifid_when_every_run_has_it(tmp_path):
     assert "| mifid | best_fid |" in (tmp_path / "summary.md").read_text()
     assert [r["run"] for r in sweep.summarize(tmp_path, runs, ["epochs"])] == ["c", "a", "b"]  # one lacks it
     assert "sorted by final_cycle" in (tmp_path / "summary.md").read_text()
+
+
+def test_a_summary_that_fails_to_write_leaves_the_previous_one_whole(tmp_path, monkeypatch):
+    run = tmp_path / "a"
+    run.mkdir()
+    (run / "status.json").write_text(json.dumps({"status": "completed", "wall_seconds": 1.0}))
+    losses = {k: 0.1 for k in sweep.LOSS_NAMES}
+    (run / "metrics.json").write_text(json.dumps({"steps": 1, "device": "cpu", "seconds_per_step": 1.0,
+                                                  "final": losses, "mean": losses}))
+    sweep.summarize(tmp_path, [("a", {"epochs": 1})], ["epochs"])
+    before = {name: (tmp_path / name).read_text() for name in ("summary.csv", "summary.md")}
+
+    def fails_after_the_header(self, rows):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(csv.DictWriter, "writerows", fails_after_the_header)
+    with pytest.raises(OSError):
+        sweep.summarize(tmp_path, [("a", {"epochs": 2})], ["epochs"])
+    assert {name: (tmp_path / name).read_text() for name in ("summary.csv", "summary.md")} == before
+    assert not list(tmp_path.glob("*.tmp"))
