@@ -36,7 +36,9 @@ def export_generator(checkpoint, fmt: str, output, direction: str = "photo2monet
         raise ValueError(f"export format must be one of {sorted(FORMATS)}, got {fmt!r}")
     output = Path(output)
     for written in (output, config_path(output)):
-        if _same_file(written, checkpoint):
+        # By path: another name of the checkpoint's file (a hard link) is safe, since the write
+        # renames a new file into place and never writes through the shared one.
+        if written.resolve() == Path(checkpoint).resolve():
             raise CheckpointError(f"export: output {written} is the checkpoint it is exported from; writing it "
                                   "would replace the training checkpoint. Choose another --output")
     generator, config = load_generator(checkpoint, direction, device="cpu")
@@ -44,14 +46,6 @@ def export_generator(checkpoint, fmt: str, output, direction: str = "photo2monet
     write_atomically(output, lambda tmp: tmp.write_bytes(data), f"{fmt} generator")
     write_json(config_path(output), {"format": fmt, "direction": direction, "config": config.to_dict()})
     return output
-
-
-def _same_file(a: Path, b) -> bool:
-    """By path or by inode (a hard link, or another name of the same file)."""
-    try:
-        return a.resolve() == Path(b).resolve() or os.path.samefile(a, b)
-    except OSError:  # one of them does not exist
-        return False
 
 
 def config_path(exported: Path) -> Path:
