@@ -1,4 +1,6 @@
 """Speed switches: resolution per device, equivalence to the reference, and non-finite losses."""
+import contextlib
+
 import pytest
 import torch
 
@@ -249,3 +251,17 @@ def test_extra_discriminator_updates_share_the_fp16_scaler(tiny_config):
             trainer.model.train_step(*fixed_batch())
         ends[updates] = weights(trainer)
     assert any(not torch.equal(ends[1][k], ends[2][k]) for k in ends[1] if k.startswith("D_monet"))
+
+
+@pytest.mark.parametrize("capability, dtype", [((7, 5), torch.float16), ((8, 0), torch.bfloat16)])
+def test_translations_run_in_the_gpus_half_precision_and_in_fp32_on_the_cpu(monkeypatch, capability, dtype):
+    """A T4 (7.5) translates in fp16, an A100 or H100 in bf16; fp32 everywhere would pass unseen."""
+    monkeypatch.setattr(acceleration, "cuda_capability", lambda device: capability)
+    entered = []
+    monkeypatch.setattr(torch, "autocast", lambda device_type, dtype: entered.append((device_type, dtype))
+                        or contextlib.nullcontext())
+    with acceleration.inference_autocast(torch.device("cuda", 0)):
+        pass
+    with acceleration.inference_autocast(torch.device("cpu")):
+        pass
+    assert entered == [("cuda", dtype)]

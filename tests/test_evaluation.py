@@ -60,9 +60,11 @@ def test_every_eval_every_epochs_and_at_the_end_with_a_grid_each(eval_config, da
     assert all(e["fid"] > 0 and e["mifid"] > 0 for e in trainer.evaluations)
     samples = trainer.checkpoint_path.parent.parent / "samples"
     assert sorted(p.name for p in samples.iterdir()) == ["step_12.png", "step_13.png", "step_6.png"]
-    assert trainer.metrics()["evaluations"] == trainer.evaluations
-    assert read_checkpoint(trainer.checkpoint_path)["evaluations"] == trainer.evaluations
+    saved = read_checkpoint(trainer.checkpoint_path)["evaluations"]
+    assert trainer.metrics()["evaluations"] == saved and [(e["step"], e["epoch"]) for e in saved] == [(6, 1), (12, 3),
+                                                                                                        (13, 4)]
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("Evaluation at step")]
+    assert [line.split(":")[1].split(",")[0] for line in lines] == [f" FID {e['fid']:.2f}" for e in saved]
     assert len(lines) == 3 and "(4 photos vs 3 training paintings)" in lines[0] and "% of the training time" in lines[0]
 
 

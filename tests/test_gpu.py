@@ -167,6 +167,14 @@ def test_stylize_and_export_on_the_gpu_match_the_cpu(gpu_config, tmp_path):
     assert torch.allclose(cpu_out, gpu_out, atol=2e-2)
 
 
+def test_translations_run_in_this_gpus_half_precision():
+    from monet_utils.acceleration import BF16_CAPABILITY, cuda_capability, inference_autocast
+    device = torch.device("cuda", 0)
+    with inference_autocast(device):
+        out = torch.nn.Conv2d(3, 3, 3).to(device)(torch.ones(1, 3, 8, 8, device=device))
+    assert out.dtype == (torch.bfloat16 if cuda_capability(device) >= BF16_CAPABILITY else torch.float16)
+
+
 def test_fid_features_on_the_gpu_match_the_cpu(tmp_path):
     from monet_utils.fid import extract_features, find_feature_network, image_folder_batches
     from .conftest import write_images

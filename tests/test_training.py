@@ -287,26 +287,30 @@ def test_a_checkpoint_of_two_gpus_resumes_on_a_machine_with_one(tiny_config, mon
     assert calls == []
     restore_rng(old_format, rank=0, device=torch.device("cuda:0"))  # a one-GPU run takes its own
     assert calls == [(10, 0)]
-    by_rank = {"rng": [{"torch": torch.get_rng_state(), "cuda": torch.tensor([20 + r], dtype=torch.uint8)}
-                       for r in range(2)]}
-    calls.clear()
-    restore_rng(by_rank, rank=0, device=torch.device("cuda:0"))
-    assert calls == [(20, 0)]  # each process its own rank's state, on its own device
+    cpu_states = [torch.manual_seed(100 + r).get_state() for r in range(2)]
+    by_rank = {"rng": [{"torch": cpu_states[r], "cuda": torch.tensor([20 + r], dtype=torch.uint8)} for r in range(2)]}
+    for rank in range(2):  # each process its own rank's states, the CUDA one on its own device
+        calls.clear()
+        restore_rng(by_rank, rank=rank, device=torch.device("cuda:0"))
+        assert calls == [(20 + rank, 0)] and torch.equal(torch.get_rng_state(), cpu_states[rank])
 
 
-def test_every_loss_term_is_the_papers_computed_with_the_same_networks(tiny_config):
+@pytest.mark.parametrize("gan_mode", ["lsgan", "bce"])
+def test_every_loss_term_is_the_papers_computed_with_the_same_networks(tiny_config, gan_mode):
     """Each term recomputed from copies of the networks as they were before the step (both losses
     are computed before either optimizer steps). A swap of D_monet and D_photo, of the pools' fakes,
-    or of a generator's direction changes a term; the identity weight is checked by value."""
+    or of a generator's direction changes a term; the identity weight is checked by value; the
+    adversarial terms are least squares, or with gan_mode="bce" the log loss on logits."""
     import copy
     from torch.nn import functional as F
-    config = tiny_config.replace(pool_size=0, cycle_lambda=7.0, identity_weight=0.3)
+    config = tiny_config.replace(pool_size=0, cycle_lambda=7.0, identity_weight=0.3, gan_mode=gan_mode)
     trainer = CycleGANTrainer(config)
     nets = {name: copy.deepcopy(net) for name, net in trainer.model.networks.items()}
     photo, monet = fixed_batch()
     losses = trainer.model.train_step(photo, monet)
     G, F_, D_monet, D_photo = nets["G_photo2monet"], nets["G_monet2photo"], nets["D_monet"], nets["D_photo"]
-    mse_to = lambda prediction, value: F.mse_loss(prediction, torch.full_like(prediction, value))  # noqa: E731
+    criterion = {"lsgan": F.mse_loss, "bce": F.binary_cross_entropy_with_logits}[gan_mode]
+    mse_to = lambda prediction, value: criterion(prediction, torch.full_like(prediction, value))  # noqa: E731
     with torch.no_grad():
         fake_monet, fake_photo = G(photo), F_(monet)
         expected = {
