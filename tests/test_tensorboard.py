@@ -4,6 +4,7 @@ import sys
 
 import pytest
 
+from monet_utils.checkpoints import read_checkpoint
 from monet_utils.cyclegan import LOSS_NAMES
 from monet_utils.data import build_dataset
 from monet_utils.training import CycleGANTrainer
@@ -83,3 +84,28 @@ def test_without_the_tensorboard_package_training_goes_on_and_says_so(tiny_confi
 def test_tensorboard_every_0_writes_nothing(tiny_config, dataset_dir):
     trainer = train(tiny_config.replace(max_steps=2, tensorboard_every=0), dataset_dir)
     assert not (trainer.checkpoint_path.parent.parent / "tensorboard").exists()
+
+
+@pytest.mark.parametrize("writes_before_full", [0, 3], ids=["full-from-the-start", "fills-mid-run"])
+def test_a_full_disk_stops_the_logging_with_one_line_and_training_goes_on(tiny_config, dataset_dir, monkeypatch,
+                                                                            capsys, writes_before_full):
+    """It used to end training: with no checkpoint at all when full from the start, else at the last one."""
+    import errno
+    from tensorboard.summary.writer import record_writer
+    write = record_writer.RecordWriter.write
+    done = []
+
+    def until_the_disk_is_full(self, data):
+        if len(done) >= writes_before_full:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        done.append(data)
+        return write(self, data)
+
+    monkeypatch.setattr(record_writer.RecordWriter, "write", until_the_disk_is_full)
+    trainer = train(tiny_config.replace(tensorboard_every=1, epochs=3, checkpoint_every=100), dataset_dir)
+    assert trainer.step == 9
+    assert read_checkpoint(trainer.checkpoint_path)["step"] == 9
+    captured = capsys.readouterr()
+    lines = [line for line in (captured.out + captured.err).splitlines() if "No space left on device" in line]
+    assert len(lines) == 1 and lines[0].startswith("TensorBoard logging ") and "training goes on" in lines[0], lines
+    assert "Traceback" not in captured.out + captured.err
