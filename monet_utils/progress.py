@@ -7,6 +7,9 @@ import threading
 
 from tqdm import tqdm
 
+# Below this much training time a share of it says nothing ("805.6% of the training time"): lines give seconds.
+SHARE_AFTER_SECONDS = 60.0
+
 
 def progress_bar(iterable=None, **kwargs) -> tqdm:
     """A text tqdm bar; off a terminal (notebooks, logs) it redraws every 10 s, since papermill

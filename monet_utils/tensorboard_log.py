@@ -15,9 +15,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from .cyclegan import LOSS_NAMES
-
-# Below this much training time a share of it says nothing: the line gives seconds alone.
-SHARE_AFTER_SECONDS = 60.0
+from .progress import SHARE_AFTER_SECONDS
 
 
 class TensorBoardLog:

@@ -29,7 +29,7 @@ from .cyclegan import LOSS_NAMES, CycleGAN
 from .data import make_train_loader
 from .distributed import any_rank, from_first_rank, gather, mean_over_ranks, rank_and_world
 from .files import write_atomically
-from .progress import progress_bar
+from .progress import SHARE_AFTER_SECONDS, progress_bar
 from .tensorboard_log import TensorBoardLog
 from .time_budget import PLAN_AFTER_STEPS, TimePlan, plan_schedule
 
@@ -150,8 +150,10 @@ class CycleGANTrainer:
         if path != self.checkpoint_path and self.best is None and self.rank == 0:
             self.carry_best(path.with_name(self.best_path.name))
         if self.rank == 0:
-            print(f"Resuming from {path}: step {self.step}, epoch {self.epoch + 1} of "
-                  f"{self.config.epochs or 'those the time budget allows'}")
+            epochs = self.config.epochs
+            where = (f"its {epochs} epochs are done, there is nothing left to train" if epochs and self.epoch >= epochs
+                     else f"epoch {self.epoch + 1} of {epochs or 'those the time budget allows'}")
+            print(f"Resuming from {path}: step {self.step}; {where}")
 
     def fit(self, loader, resume: bool = True, progress: bool = True, evaluator=None) -> list[dict]:
         """Train to `epochs` (or `max_steps`), checkpointing as it goes; resumes (`resume`).
@@ -304,9 +306,11 @@ class CycleGANTrainer:
             self.best = record
         self.evaluated_at = time.monotonic()
         spent = sum(e["seconds"] for e in self.evaluations)
+        share = (f"{100 * spent / self.train_seconds:.1f}% of the training time" if self.train_seconds >= SHARE_AFTER_SECONDS
+                 else f"{spent:.1f} s (the training so far is too short for a share)")
         return (f"Evaluation at step {self.step:,}: FID {fid:.2f}, MiFID {mifid:.2f} ({evaluator.describe_reference}); "
-                f"{seconds:.1f} s, evaluations so far {100 * spent / max(self.train_seconds, 1e-9):.1f}% of the "
-                f"training time" + ("; the best yet, saved as checkpoints/best.pt" if improved else ""))
+                f"{seconds:.1f} s, evaluations so far {share}" + ("; the best yet, saved as checkpoints/best.pt"
+                                                                  if improved else ""))
 
     def save_best(self, record: dict) -> None:
         """best.pt: the photo -> Monet generator as translations use it, its config and `record`,

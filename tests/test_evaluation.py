@@ -1,4 +1,5 @@
 """Evaluation during training: when it runs, what it records, the best checkpoint, submit_from."""
+import re
 from pathlib import Path
 
 import pytest
@@ -65,7 +66,17 @@ def test_every_eval_every_epochs_and_at_the_end_with_a_grid_each(eval_config, da
                                                                                                         (13, 4)]
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("Evaluation at step")]
     assert [line.split(":")[1].split(",")[0] for line in lines] == [f" FID {e['fid']:.2f}" for e in saved]
-    assert len(lines) == 3 and "(4 photos vs 3 training paintings)" in lines[0] and "% of the training time" in lines[0]
+    assert len(lines) == 3 and "(4 photos vs 3 training paintings)" in lines[0]
+    # Seconds of training: a share of them would read "805.6% of the training time".
+    assert re.search(r"; [\d.]+ s, evaluations so far [\d.]+ s \(the training so far is too short for a share\)",
+                     lines[0]) and "%" not in lines[0]
+
+
+def test_the_evaluation_line_gives_its_share_of_a_long_enough_training(eval_config, dataset_dir, monkeypatch, capsys):
+    monkeypatch.setattr(training, "SHARE_AFTER_SECONDS", 0.0)
+    fit(eval_config.replace(eval_every=1, epochs=1), dataset_dir)
+    line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("Evaluation at step"))
+    assert re.search(r"; [\d.]+ s, evaluations so far [\d.]+% of the training time", line), line
 
 
 def test_eval_minutes_follow_the_clock(eval_config, dataset_dir, monkeypatch):

@@ -99,6 +99,17 @@ def test_resume_gives_the_same_weights_as_one_straight_run(tiny_config, dataset_
     assert resumed.model.opt_G.param_groups[0]["lr"] == straight.model.opt_G.param_groups[0]["lr"]
 
 
+def test_a_finished_run_run_again_says_it_is_finished(tiny_config, dataset_dir, capsys):
+    """It said "Resuming from ...: step 6, epoch 3 of 2"."""
+    config = tiny_config.replace(epochs=2)
+    for _ in range(2):
+        trainer = CycleGANTrainer(config)
+        trainer.fit(trainer.train_loader(build_dataset(config, dataset_dir)), progress=False)
+    out = capsys.readouterr().out
+    assert f"Resuming from {trainer.checkpoint_path}: step 6; its 2 epochs are done, there is nothing left to train" in out
+    assert "epoch 3 of 2" not in out and trainer.step == 6
+
+
 def test_metrics_summarise_the_last_tenth_and_time_adds_up_over_resumes(tiny_config, dataset_dir):
     config = tiny_config.replace(max_steps=10, epochs=4)
     trainer = CycleGANTrainer(config)
