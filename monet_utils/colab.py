@@ -102,25 +102,31 @@ def install_missing(needed: dict[str, str]) -> None:
 
 def place_outputs(drive_folder: str, local: Path = LOCAL_OUTPUTS) -> Path:
     """`drive_folder` when Google Drive can hold it (mounted here if need be: Colab asks the user
-    to allow it), else `local`, with a warning that a disconnect loses it."""
-    if drive_folder:
-        folder = Path(drive_folder)
-        drive_root = next((p for p in folder.parents if p.name == "MyDrive"), None)  # Colab: <mount>/MyDrive/...
-        problem = None
-        if drive_root is not None and not drive_root.is_dir():
-            try:
-                from google.colab import drive
-                drive.mount(str(drive_root.parent))
-            except Exception as err:  # refused, timed out, or no Colab: any of them means local outputs
-                problem = f"Google Drive was not mounted ({type(err).__name__}: {err})"
-            if problem is None and not drive_root.is_dir():
-                problem = f"{drive_root} is not there after mounting Google Drive"
-        if problem is None:
-            folder.mkdir(parents=True, exist_ok=True)
-            print(f"Outputs go to {folder}: they survive a disconnect, and running again resumes from its checkpoint")
-            return folder
-    else:
-        problem = "drive_folder is empty"
+    to allow it), else `local`, with a warning that a disconnect loses it. A folder that is not on
+    Drive (relative ones are under /content) is used, with the same warning."""
+    if not drive_folder:
+        return local_outputs(local, "drive_folder is empty")
+    folder = Path(os.path.abspath(drive_folder))  # not resolve(): a mounted Drive may be a link
+    drive_root = next((p for p in folder.parents if p.name == "MyDrive"), None)  # Colab: <mount>/MyDrive/...
+    if drive_root is None:
+        folder.mkdir(parents=True, exist_ok=True)
+        print(f"Warning: outputs go to {folder}, which is not on Google Drive: a disconnect loses them "
+              f"(a drive_folder under /content/drive/MyDrive keeps them)")
+        return folder
+    if not drive_root.is_dir():
+        try:
+            from google.colab import drive
+            drive.mount(str(drive_root.parent))
+        except Exception as err:  # refused, timed out, or no Colab: any of them means local outputs
+            return local_outputs(local, f"Google Drive was not mounted ({type(err).__name__}: {err})")
+        if not drive_root.is_dir():
+            return local_outputs(local, f"{drive_root} is not there after mounting Google Drive")
+    folder.mkdir(parents=True, exist_ok=True)
+    print(f"Outputs go to {folder}: they survive a disconnect, and running again resumes from its checkpoint")
+    return folder
+
+
+def local_outputs(local: Path, problem: str) -> Path:
     local.mkdir(parents=True, exist_ok=True)
     print(f"Warning: {problem}; outputs go to {local}, which a disconnect loses")
     return local

@@ -161,8 +161,18 @@ def test_outputs_fall_back_to_local_with_a_warning_when_drive_cannot_be_mounted(
     assert "Warning: Google Drive was not mounted" in capsys.readouterr().out and local.is_dir()
     assert colab.place_outputs("", local) == local
     assert "Warning: drive_folder is empty" in capsys.readouterr().out
-    plain = tmp_path / "somewhere" / "kept"  # not on Drive: used as it is
-    assert colab.place_outputs(str(plain), local) == plain and plain.is_dir()
+
+
+@pytest.mark.parametrize("folder", ["monet-out", "content/monet-out"], ids=["relative", "absolute"])
+def test_a_folder_off_drive_is_used_and_said_to_be_lost_on_a_disconnect(tmp_path, monkeypatch, capsys, folder):
+    """It said "they survive a disconnect" of folders under /content, which a disconnect wipes."""
+    monkeypatch.chdir(tmp_path)  # Colab's working directory, /content
+    folder = folder if folder == "monet-out" else str(tmp_path / folder)
+    placed = colab.place_outputs(folder, tmp_path / "content" / "outputs")
+    assert placed == (tmp_path / Path(folder)).resolve() and placed.is_dir()
+    out = capsys.readouterr().out
+    assert "survive" not in out and f"Warning: outputs go to {placed}, which is not on Google Drive" in out
+    assert "a disconnect loses them" in out
 
 
 def test_missing_packages_are_installed_with_torch_held_at_its_version(monkeypatch):
