@@ -10,6 +10,7 @@ from .config import ConfigError, CycleGANConfig, parse_value
 from .data import DataError
 from .export import FORMATS, config_path, export_generator
 from .launch import WorkerError, add_config_arguments, config_from_arguments, train_from_config
+from .progress import output_that_outlives_its_reader
 from .runner import NotebookRunError, RunInterrupted, notebook_parameters, run_main_job
 from .stylize import stylize
 from .training import TrainingInterrupted
@@ -56,6 +57,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    with output_that_outlives_its_reader():
+        return run_command(args)
+
+
+def run_command(args) -> int:
     try:
         if args.command == "run":
             parameters = run_parameters(args)

@@ -1,6 +1,8 @@
 """Progress bars that suit both a terminal and a papermill-executed notebook."""
 from __future__ import annotations
 
+import contextlib
+import os
 import re
 import sys
 import threading
@@ -38,3 +40,46 @@ class PrefixedLines:
 
     def flush(self) -> None:
         self.target.flush()
+
+
+class ReaderlessStream:
+    """sys.stdout or sys.stderr, whose writes go to /dev/null once its reader has gone, instead of
+    raising BrokenPipeError. `run ... 2>&1 | tee log` and Ctrl-C: tee ends with the same signal,
+    and a run that raised at its next line of output died before its checkpoint."""
+
+    def __init__(self, stream):
+        self.stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self.stream.write(text)
+        except BrokenPipeError:
+            self.to_devnull()
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self.stream.flush()
+        except BrokenPipeError:
+            self.to_devnull()
+
+    def to_devnull(self) -> None:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, self.stream.fileno())
+        os.close(devnull)
+
+    def __getattr__(self, name):  # isatty, fileno, encoding, ...
+        return getattr(self.stream, name)
+
+
+@contextlib.contextmanager
+def output_that_outlives_its_reader():
+    """sys.stdout and sys.stderr as `ReaderlessStream`s meanwhile (a command's whole run)."""
+    previous = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = ReaderlessStream(sys.stdout), ReaderlessStream(sys.stderr)
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        sys.stdout, sys.stderr = previous

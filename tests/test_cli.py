@@ -1,10 +1,16 @@
 """`python -m monet_utils`: every command on one line of --help, and run/train taking the same flags."""
+import os
 import re
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 
 from monet_utils import runner
 from monet_utils.__main__ import main
+from monet_utils.checkpoints import read_checkpoint
 from monet_utils.config import CycleGANConfig
 
 COMMANDS = ("run", "train", "stylize", "export", "demo-data")
@@ -50,3 +56,30 @@ def test_run_refuses_a_config_value_the_notebook_cannot_apply(tmp_path, capsys):
     CycleGANConfig(pool_size=10).save(config)
     assert main(["run", "--config", str(config)]) == 2
     assert "sets ['pool_size'], which the notebook has no parameter for" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["run", "train"])
+def test_ctrl_c_with_the_output_piped_to_a_reader_it_also_ends_still_checkpoints(command, dataset_dir, tmp_path):
+    """`make demo 2>&1 | tee run.log`, then Ctrl-C: tee dies with the same signal. Writing to the pipe
+    then raised BrokenPipeError: the runner died (exit 1), papermill shut the kernel down mid-step
+    (SIGKILL 5 s later, before a slow step could end), and the stop had no checkpoint and no message."""
+    out = tmp_path / "out"
+    arguments = [command, "--data-dir", str(dataset_dir), "--output-dir", str(out), "-p", "epochs", "100000",
+                 "-p", "checkpoint_every", "1000000", "-p", "checkpoint_minutes", "0", "-p", "image_size", "32",
+                 "-p", "ngf", "4", "-p", "ndf", "4", "-p", "n_res_blocks", "1", "-p", "batch_size", "2",
+                 "-p", "num_workers", "0"] + (["-p", "estimate_mifid", "False"] if command == "run" else [])
+    reader, writer = os.pipe()
+    run = subprocess.Popen([sys.executable, "-m", "monet_utils", *arguments], cwd=runner.REPO_ROOT, stdout=writer,
+                           stderr=writer, start_new_session=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    os.close(writer)
+    seen = b""
+    with os.fdopen(reader, "rb") as pipe:
+        while b"training:" not in seen:
+            chunk = pipe.read1(4096)
+            assert chunk, seen.decode()
+            seen += chunk
+        time.sleep(2)
+    # The reader is gone (tee, ended by the same Ctrl-C); then the Ctrl-C itself.
+    os.killpg(run.pid, signal.SIGINT)
+    assert run.wait(timeout=120) == 130
+    assert read_checkpoint(out / "checkpoints" / "latest.pt")["step"] > 0  # the stop's: none was due otherwise
