@@ -26,10 +26,10 @@ test:
 COMPILE_CHECK := tests/test_acceleration.py::test_switches_compute_the_reference_losses_and_gradients[compile]
 
 test-pinned: $(VENV)/.installed
-	$(PYTHON) -m pytest -q --durations=10 --deselect "$(COMPILE_CHECK)" 2>&1 | sed -u 's/^/[pinned] /'
+	$(PYTHON) -m pytest -q -rs --durations=10 --deselect "$(COMPILE_CHECK)" 2>&1 | sed -u 's/^/[pinned] /'
 
 test-kaggle: $(KAGGLE_VENV)/.installed
-	$(KAGGLE_VENV)/bin/python -m pytest -q -p no:cacheprovider --ignore=tests/test_gpu_check.py --durations=10 2>&1 \
+	$(KAGGLE_VENV)/bin/python -m pytest -q -rs -p no:cacheprovider --ignore=tests/test_gpu_check.py --durations=10 2>&1 \
 		| sed -u 's/^/[kaggle] /'
 
 $(VENV)/.installed: requirements.txt requirements-fid.txt requirements-export.txt pyproject.toml
