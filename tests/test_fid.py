@@ -6,7 +6,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from monet_utils import fid
+from monet_utils import fid, kaggle_inputs
 from monet_utils.fid import (estimate_scores, extract_features, fid_scores, find_feature_network,
                              image_folder_batches, score_against_paintings, zip_batches)
 
@@ -83,7 +83,7 @@ def test_scoring_a_zip_against_painting_files(tmp_path):
 
 def test_estimate_is_skipped_with_a_message_when_no_network(monkeypatch, capsys, tmp_path):
     monkeypatch.setattr(fid.importlib.util, "find_spec", lambda name: None)
-    monkeypatch.setattr(fid, "KAGGLE_INPUT_ROOT", tmp_path / "kaggle_input")
+    monkeypatch.setattr(kaggle_inputs, "KAGGLE_INPUT", tmp_path / "kaggle_input")
     assert find_feature_network() is None
     assert estimate_scores(tmp_path / "images.zip", [], progress=False) is None
     out = capsys.readouterr().out
@@ -112,7 +112,7 @@ def test_an_attached_kaggle_dataset_is_searched_and_its_hash_checked(monkeypatch
 
     # With nothing bundled, the default search ends there and loads it.
     monkeypatch.setattr(fid.importlib.util, "find_spec", lambda name: None)
-    monkeypatch.setattr(fid, "KAGGLE_INPUT_ROOT", root)
+    monkeypatch.setattr(kaggle_inputs, "KAGGLE_INPUT", root)
     monkeypatch.setattr(fid, "KNOWN_WEIGHTS", known)
     network = find_feature_network()
     assert network is not None and network(torch.zeros(1, 3, 64, 64, dtype=torch.uint8)).shape == (1, 5)
