@@ -37,10 +37,11 @@ class DataError(FileNotFoundError):
     """The dataset is missing, empty, or laid out differently from Kaggle's."""
 
 
-def find_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
+def find_data_dir(data_dir: str | os.PathLike | None = None, inputs: str | os.PathLike | None = None) -> Path:
     """`data_dir`, else $DATA_DIR, each used as given (an error when wrong); else a folder among
-    Kaggle's inputs that holds non-empty `photo_jpg/` and `monet_jpg/` folders, wherever Kaggle
-    mounted it (the competition's own first); else data/gan-getting-started."""
+    Kaggle's inputs (`inputs`, default /kaggle/input) that holds non-empty `photo_jpg/` and
+    `monet_jpg/` folders, wherever Kaggle mounted it (the competition's own first); else
+    data/gan-getting-started."""
     explicit = [(name, Path(value)) for name, value in (("data_dir", data_dir), ("$DATA_DIR", os.environ.get("DATA_DIR")))
                 if value]
     if explicit:
@@ -50,12 +51,12 @@ def find_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
             raise DataError(f"{name} {candidate.resolve()}: {problem}. Expected a folder with non-empty "
                             f"'{PHOTO_DIR}/' and '{MONET_DIR}/' subfolders of images (Kaggle's gan-getting-started layout).")
         return candidate
-    attached = kaggle_inputs.find_folders(lambda folder: not _describe(folder))
+    root = Path(inputs or kaggle_inputs.input_root())
+    attached = kaggle_inputs.find_folders(lambda folder: not _describe(folder), root)
     if attached:
         return sorted(attached, key=lambda folder: COMPETITION not in folder.parts)[0]
     if not _describe(LOCAL_DATA):
         return LOCAL_DATA
-    root = kaggle_inputs.input_root()
     in_inputs = (f"no folder with both, {kaggle_inputs.SEARCH_DEPTH} folders down" if root.is_dir() else
                  "does not exist")
     searched = f"  {root} (Kaggle's inputs): {in_inputs}\n  {LOCAL_DATA.resolve()}: {_describe(LOCAL_DATA)}"

@@ -1,13 +1,19 @@
-"""The competition's `images.zip`: every photo translated to a 256x256 RGB JPEG, and a checker."""
+"""The competition's `images.zip`: every photo translated to a 256x256 RGB JPEG, and a checker;
+and, for a notebook that only submits, the trained generator found among its attached inputs."""
 from __future__ import annotations
 
 import io
+import json
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image
 
+from . import kaggle_inputs
+from .checkpoints import CheckpointError, checkpoint_config, read_checkpoint
+from .config import CycleGANConfig
+from .export import config_path, load_photo2monet
 from .stylize import translate_to_jpegs, write_zip
 
 SUBMISSION_SIZE = 256
@@ -115,3 +121,52 @@ def check_submission_zip(zip_path, competition: bool = True) -> SubmissionReport
         shown = "\n  ".join(problems[:20]) + (f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else "")
         raise SubmissionError(f"{zip_path} would be rejected:\n  {shown}")
     return SubmissionReport(zip_path, n_images, in_range)
+
+
+# A training run's output holds both: best.pt is the one `submit_from = "best"` would submit.
+RUN_CHECKPOINTS = ("best.pt", "latest.pt")
+EXPORTED_SUFFIXES = (".onnx", ".pt", ".safetensors")  # `monet_utils export`, with its config beside as <name>.json
+
+
+def trained_generators(root=None) -> list[Path]:
+    """The generators among the attached inputs (`root`, default /kaggle/input): each training run's
+    best.pt (its latest.pt where it has none), and each exported generator."""
+    def is_generator(path: Path) -> bool:
+        return path.name in RUN_CHECKPOINTS or (path.suffix in EXPORTED_SUFFIXES and config_path(path).is_file())
+    found = kaggle_inputs.find_files(is_generator, root)
+    best_of_a_run = {path.with_name("best.pt") for path in found if path.name == "best.pt"}
+    return [path for path in found if not (path.name == "latest.pt" and path.with_name("best.pt") in best_of_a_run)]
+
+
+def find_generator(choice: str = "", root=None) -> Path:
+    """The generator to submit: `choice` when it is a file, else the one generator among the inputs
+    whose path contains `choice` (empty: the only one there). None, or several without a choice,
+    is a SubmissionError of one line that lists what was found."""
+    if choice and Path(choice).is_file():
+        return Path(choice)
+    root = Path(root or kaggle_inputs.input_root())
+    found = trained_generators(root)
+    matching = [path for path in found if choice in str(path)]
+    if len(matching) == 1:
+        return matching[0]
+    listed = "; ".join(map(str, found))
+    if not found:
+        raise SubmissionError(f"no trained generator among the inputs in {root}: Add Input the output of a training "
+                              f"notebook (its checkpoints/best.pt or latest.pt), or a file from `monet_utils export`")
+    if not matching:
+        raise SubmissionError(f"generator = {choice!r} is none of the generators in {root}: {listed}")
+    raise SubmissionError(f"{len(matching)} generators in {root}{f' match {choice!r}' if choice else ''}: {listed}; "
+                          f"set generator to (part of) the path of the one to submit")
+
+
+def load_submission_generator(path: Path, device: str = "auto"):
+    """(generator, image size it was trained at) of a training checkpoint or an exported file; a
+    file that is damaged or not a generator of ours is a CheckpointError of one line."""
+    generator = load_photo2monet(path, device)
+    beside = config_path(path)
+    try:
+        config = (CycleGANConfig.from_dict(json.loads(beside.read_text())["config"]) if beside.is_file() else
+                  checkpoint_config(read_checkpoint(path, lazily=True), path))
+    except (OSError, ValueError, KeyError) as err:
+        raise CheckpointError(f"{path}: its config could not be read ({err})") from None
+    return generator, config.image_size

@@ -19,7 +19,8 @@ LAYERS = [  # top first
     {"checkpoints", "demo_data", "plots", "fid"},
     {"acceleration", "distributed", "data"},
     {"config"},
-    {"files", "diffaugment", "progress", "time_budget", "image_pool", "losses", "models", "torchrun", "colab"},
+    {"files", "diffaugment", "progress", "time_budget", "image_pool", "losses", "models", "torchrun", "colab",
+     "kaggle_inputs"},
 ]
 
 

@@ -1,8 +1,10 @@
 import io
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from monet_utils import submission
@@ -205,3 +207,68 @@ def test_an_empty_zip_is_an_error_in_every_mode(tmp_path, competition):
     zipfile.ZipFile(path, "w").close()
     with pytest.raises(SubmissionError, match="no images"):
         check_submission_zip(path, competition=competition)
+
+
+# The generator of a notebook that only submits, found among its inputs
+
+
+def training_output(folder: Path, tiny_config, best: bool = True) -> Path:
+    """What a training notebook leaves in /kaggle/working (attached elsewhere as an input)."""
+    from monet_utils.training import CycleGANTrainer
+    trainer = CycleGANTrainer(tiny_config.replace(output_dir=str(folder)))
+    trainer.save()
+    if best:
+        trainer.save_best({"step": 0, "epoch": 0, "fid": 1.0, "mifid": 1.0, "seconds": 0.0})
+    return folder / "checkpoints"
+
+
+@pytest.mark.parametrize("attached_at", ["monet-training", "notebooks/painter/monet-training"])
+def test_the_generator_is_found_wherever_kaggle_mounts_a_notebooks_output(tmp_path, tiny_config, attached_at):
+    inputs = tmp_path / "input"
+    write_images(inputs / "competitions" / "gan-getting-started" / "photo_jpg", 2)  # the data: no generator there
+    checkpoints = training_output(inputs / attached_at, tiny_config)
+    assert submission.find_generator("", inputs) == checkpoints / "best.pt"  # a run's best, not its latest too
+    (checkpoints / "best.pt").unlink()
+    assert submission.find_generator("", inputs) == checkpoints / "latest.pt"
+
+
+def test_no_generator_or_several_without_a_choice_is_one_line(tmp_path, tiny_config):
+    inputs = tmp_path / "input"
+    (inputs / "gan-getting-started").mkdir(parents=True)
+    with pytest.raises(SubmissionError, match=f"no trained generator among the inputs in {inputs}: Add Input") as none:
+        submission.find_generator("", inputs)
+    first = training_output(inputs / "run-a", tiny_config)
+    second = training_output(inputs / "notebooks" / "painter" / "run-b", tiny_config, best=False)
+    with pytest.raises(SubmissionError, match="2 generators in .*: .*run-b.*latest.pt; .*run-a.*best.pt; set generator") \
+            as several:
+        submission.find_generator("", inputs)
+    assert "\n" not in str(none.value) + str(several.value)
+    assert submission.find_generator("run-b", inputs) == second / "latest.pt"
+    assert submission.find_generator(str(first / "latest.pt"), inputs) == first / "latest.pt"  # a path: as given
+    with pytest.raises(SubmissionError, match="generator = 'run-c' is none of the generators"):
+        submission.find_generator("run-c", inputs)
+
+
+def test_an_exported_generator_is_found_and_loaded_with_its_training_size(tmp_path, tiny_config):
+    from monet_utils.export import export_generator
+    checkpoints = training_output(tmp_path / "run", tiny_config, best=False)
+    exported = export_generator(checkpoints / "latest.pt", "torchscript", tmp_path / "input" / "mine" / "monet.pt")
+    assert submission.find_generator("", tmp_path / "input") == exported
+    generator, size = submission.load_submission_generator(exported, "cpu")
+    assert size == tiny_config.image_size and generator(torch.zeros(1, 3, 32, 32)).shape == (1, 3, 32, 32)
+
+
+def test_a_damaged_file_or_another_architecture_is_one_line(tmp_path, tiny_config):
+    from monet_utils.checkpoints import CheckpointError
+    checkpoints = training_output(tmp_path / "run", tiny_config)
+    damaged = checkpoints / "best.pt"
+    damaged.write_bytes(damaged.read_bytes()[:1000])
+    with pytest.raises(CheckpointError) as info:
+        submission.load_submission_generator(damaged, "cpu")
+    assert str(damaged) in str(info.value) and "\n" not in str(info.value)
+    other = torch.load(checkpoints / "latest.pt", weights_only=True)
+    other["config"]["ngf"] = 8  # weights of ngf=4 under a config that says 8
+    torch.save(other, checkpoints / "latest.pt")
+    with pytest.raises(CheckpointError, match="do not fit the architecture") as info:
+        submission.load_submission_generator(checkpoints / "latest.pt", "cpu")
+    assert "\n" not in str(info.value)
