@@ -227,9 +227,12 @@ def notebook_training(report: Report, args, device: str, data: Path, scratch: Pa
     from monet_utils.config import CycleGANConfig
     from monet_utils.data import build_dataset
     from monet_utils.launch import train
+    from monet_utils.time_budget import SESSION_STARTED_ENV
     from monet_utils.training import CycleGANTrainer
 
     minutes = max(0.5, min(args.train_minutes, (deadline - time.monotonic()) / 60 - 1.5))
+    # time_budget_hours counts from a session's start: this part's is now, not the script's.
+    os.environ[SESSION_STARTED_ENV] = str(time.monotonic())
     config = CycleGANConfig(image_size=args.size, ngf=args.ngf, ndf=args.ngf, n_res_blocks=args.blocks,
                             generator="unet" if args.size % 32 == 0 else "resnet", batch_size=args.batch,
                             epochs=1000, time_budget_hours=minutes / 60, reserve_minutes=0.0,

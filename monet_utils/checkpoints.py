@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from . import kaggle_inputs
 from .acceleration import resolve_device
 from .config import CycleGANConfig
 from .files import WriteError, write_atomically
@@ -39,6 +40,19 @@ def existing_file(path: str | os.PathLike, what: str = "checkpoint") -> Path:
     if not path.is_file():
         raise CheckpointError(f"{what} {path} is a folder, not a file")
     return path
+
+
+def resume_from_path(resume_from: str, inputs: str | os.PathLike | None = None) -> Path | None:
+    """The checkpoint `resume_from` names: a file, which must exist; or "auto": the one latest.pt
+    among Kaggle's attached inputs (`inputs`, default /kaggle/input: a previous session's output),
+    None when there is none. Several found is a CheckpointError that names them."""
+    if resume_from != "auto":
+        return existing_file(resume_from, "resume_from checkpoint") if resume_from else None
+    found = kaggle_inputs.find_files(lambda path: path.name == "latest.pt", inputs)
+    if len(found) > 1:
+        raise CheckpointError(f"resume_from = 'auto' found {len(found)} checkpoints among the inputs "
+                              f"({'; '.join(map(str, found))}): set resume_from to the one to go on from")
+    return found[0] if found else None
 
 
 def read_checkpoint(path: str | os.PathLike, lazily: bool = False) -> dict:

@@ -78,10 +78,12 @@ class CycleGANConfig:
     data_path: str = "auto"  # "memory" (decoded once, augmented on the device) or "loader" (albumentations)
     norm: str = "instance"  # "instance" or "group" (GroupNorm(C, C): same maths, keeps channels_last)
     # Time: plan the schedule to fit a session, stop before it ends, continue in the next one.
-    time_budget_hours: float = 0.0  # >0: training stops in time; with epochs=0, the epochs are planned to fit
+    time_budget_hours: float = 0.0  # >0: the session's length from its start; training stops in time, and with
+    # epochs=0 the epochs are planned to fit what is left after the set-up, less reserve_minutes
     budget_sessions: int = 1  # the plan spans this many sessions of time_budget_hours, chained with resume_from
     reserve_minutes: float = 20.0  # of each session's budget, kept for the export and the estimate
-    resume_from: str = ""  # a checkpoint to continue (schedule included) when output_dir holds none yet
+    resume_from: str = ""  # a checkpoint to continue (schedule included) when output_dir holds none yet;
+    # "auto": the one latest.pt among Kaggle's attached inputs (a previous session's output), if any
     max_skipped_steps: int = 20  # consecutive non-finite-loss steps tolerated before training stops
     data_dir: str = ""  # empty: search DATA_DIR, /kaggle/input/gan-getting-started, data/gan-getting-started
     output_dir: str = "outputs"

@@ -28,6 +28,7 @@ from .config import ConfigError, CycleGANConfig, parse_value, write_json
 from .data import DataError, build_dataset, check_data_fits, find_data_dir
 from .distributed import init_process_group, process_count
 from .evaluation import Evaluator, check_fid_weights
+from .time_budget import SESSION_STARTED_ENV, session_started
 from .torchrun import stop_with_parent
 from .training import CycleGANTrainer, TrainingInterrupted
 
@@ -122,7 +123,7 @@ def launch_workers(config: CycleGANConfig, nproc: int, stream=None) -> None:
     config_file = out / "launch_config.json"
     config.save(config_file)
     package_root = str(Path(__file__).resolve().parent.parent)
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", LAUNCHED_ENV: "1",
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", LAUNCHED_ENV: "1", SESSION_STARTED_ENV: str(session_started()),
            "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
     if config.device == "cpu":  # each process its share of the cores: two using all of them run 5-15x slower
         env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // nproc))

@@ -19,7 +19,7 @@ import papermill
 from jupyter_client.manager import AsyncKernelManager
 
 from .acceleration import resolve_device, resolve_speed
-from .checkpoints import check_architecture, existing_file, interrupted_message, read_checkpoint
+from .checkpoints import check_architecture, interrupted_message, read_checkpoint, resume_from_path
 from .config import CycleGANConfig, ConfigError
 from .data import DataError, check_data_fits, find_data_dir
 from .demo_data import DEMO_DIR, make_demo_dataset
@@ -177,9 +177,9 @@ def check_resumable(config: CycleGANConfig, output_dir: Path) -> None:
     anything is written, one that is missing or made for another architecture."""
     checkpoint = output_dir / "checkpoints" / "latest.pt"
     if not checkpoint.exists():
-        if not config.resume_from:
+        checkpoint = resume_from_path(config.resume_from)
+        if checkpoint is None:
             return
-        checkpoint = existing_file(config.resume_from, "resume_from checkpoint")
     check_architecture(read_checkpoint(checkpoint)["config"], config, checkpoint)
 
 

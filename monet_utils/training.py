@@ -22,7 +22,7 @@ import matplotlib.pyplot as plt
 import torch
 
 from .acceleration import resolve_device, resolve_speed
-from .checkpoints import (CheckpointError, check_architecture, existing_file, load_generator, read_checkpoint,
+from .checkpoints import (CheckpointError, check_architecture, load_generator, read_checkpoint, resume_from_path,
                           write_checkpoint)
 from .config import CycleGANConfig
 from .cyclegan import LOSS_NAMES, CycleGAN
@@ -31,7 +31,7 @@ from .distributed import any_rank, from_first_rank, gather, mean_over_ranks, ran
 from .files import write_atomically
 from .progress import SHARE_AFTER_SECONDS, progress_bar
 from .tensorboard_log import TensorBoardLog
-from .time_budget import PLAN_AFTER_STEPS, TimePlan, plan_schedule
+from .time_budget import PLAN_AFTER_STEPS, TimePlan, plan_schedule, session_started
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -110,6 +110,7 @@ class CycleGANTrainer:
         self.saved_at = time.monotonic()  # when the last checkpoint was written
         self.plan: TimePlan | None = None  # the schedule `time_budget_hours` chose, kept by checkpoints
         self.out_of_time = False  # the last fit stopped at the session's time budget
+        self.setup_seconds = 0.0  # of this session, spent before training (time_budget_hours counts it)
 
     @property
     def checkpoint_path(self) -> Path:
@@ -140,10 +141,10 @@ class CycleGANTrainer:
         """Continue from output_dir's latest checkpoint, else from `resume_from` (a previous
         session's, say), whose schedule and time plan go on where they stopped, and whose best.pt
         comes along when output_dir has none."""
-        path = self.checkpoint_path if self.checkpoint_path.exists() else None
-        if path is None and self.config.resume_from:
-            path = existing_file(self.config.resume_from, "resume_from checkpoint")
+        path = self.checkpoint_path if self.checkpoint_path.exists() else resume_from_path(self.config.resume_from)
         if path is None:
+            if self.config.resume_from == "auto" and self.rank == 0:
+                print("resume_from = 'auto': no checkpoint among the attached inputs, so training starts afresh")
             self.best = self.read_best()
             return
         self.load(path)
@@ -178,7 +179,9 @@ class CycleGANTrainer:
                            disable=not progress or self.rank != 0)
         started = time.perf_counter() - self.train_seconds
         self.saved_at = self.evaluated_at = time.monotonic()
-        deadline = self.saved_at + cfg.time_budget_hours * 3600 - cfg.reserve_minutes * 60
+        # The session's clock, not training's: what came before (installs, data, the model) counts too.
+        self.setup_seconds = max(0.0, self.saved_at - session_started())
+        deadline = self.saved_at - self.setup_seconds + cfg.time_budget_hours * 3600 - cfg.reserve_minutes * 60
         step_times: list[float] = []
         stopping = self.out_of_time = False  # agreed by every process, at the same step
         with stop_requests() as stop, TensorBoardLog.open(cfg, self.step, self.rank) as board:
@@ -244,7 +247,8 @@ class CycleGANTrainer:
         measured = torch.tensor([statistics.median(step_times[len(step_times) // 2:])], device=self.device)
         cfg = self.config
         plan = plan_schedule(cfg.time_budget_hours, cfg.reserve_minutes, cfg.budget_sessions,
-                             float(mean_over_ranks(measured)), steps_per_epoch, self.step, self.train_seconds)
+                             float(mean_over_ranks(measured)), steps_per_epoch, self.step, self.train_seconds,
+                             self.setup_seconds)
         if self.rank == 0:
             print(plan.describe(steps_per_epoch, cfg.time_budget_hours, cfg.budget_sessions, cfg.reserve_minutes))
         if cfg.max_steps and not 0 < plan.max_steps <= cfg.max_steps:  # a step limit given stays a limit

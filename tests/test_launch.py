@@ -248,6 +248,27 @@ def test_the_notebooks_trainer_moves_every_weight_it_holds_off_the_device_while_
     assert all(id(module) in back for module in held)
 
 
+def test_workers_count_the_minutes_their_notebook_spent_before_training(tiny_config, monkeypatch):
+    """time_budget_hours counts from the kernel's start: torchrun's workers, started later, get it."""
+    import io
+    from monet_utils import launch
+    from monet_utils.time_budget import SESSION_STARTED_ENV, session_started
+    monkeypatch.delenv(SESSION_STARTED_ENV, raising=False)
+    started = []
+
+    class Finished:
+        def __init__(self, command, env, **kwargs):
+            started.append(env)
+            self.stdout, self.returncode = io.StringIO(""), 0
+
+        def wait(self):
+            return 0
+
+    monkeypatch.setattr(launch.subprocess, "Popen", Finished)
+    launch.launch_workers(tiny_config, 2)
+    assert float(started[0][SESSION_STARTED_ENV]) == pytest.approx(session_started(), abs=0.05)
+
+
 def test_gpus_without_gpus_is_refused_and_says_how_to_get_cpu_processes(dataset_dir, tmp_path, capsys, monkeypatch):
     """It used to train one process and exit 0."""
     import torch

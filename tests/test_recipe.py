@@ -1,5 +1,7 @@
 """The recipe options of issue 11: the reference LR schedule, DiffAugment, the U-Net and
 resize-conv generators, the held-out paintings, the time plan, and resuming from another run."""
+import time
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -8,7 +10,7 @@ from monet_utils.config import ConfigError, CycleGANConfig
 from monet_utils.data import build_dataset, make_train_loader, split_paintings
 from monet_utils.diffaugment import TRANSFORMS, diff_augment
 from monet_utils.models import ResnetGenerator, UnetGenerator, build_generator, count_parameters, unet_depth
-from monet_utils.time_budget import plan_schedule
+from monet_utils.time_budget import SESSION_STARTED_ENV, plan_schedule
 from monet_utils.cyclegan import LOSS_NAMES
 from monet_utils.training import CycleGANTrainer
 
@@ -33,13 +35,14 @@ class BatchesOf:
 
 
 def record_lr_per_step(trainer, monkeypatch, seconds_per_step=0.0, clock=None):
-    """Replace the step by one that records (epoch, lr) and, with `clock`, advances it."""
+    """Replace the step by one that records (epoch, lr) and, with `clock`, advances it by
+    `seconds_per_step` (or by `seconds_per_step(n)` for the n-th step of this fit, from 0)."""
     seen = []
 
     def step(photo, monet):
         seen.append((trainer.epoch, trainer.model.opt_G.param_groups[0]["lr"], trainer.model.opt_D.param_groups[0]["lr"]))
         if clock is not None:
-            clock.advance(seconds_per_step)
+            clock.advance(seconds_per_step(len(seen) - 1) if callable(seconds_per_step) else seconds_per_step)
         return dict.fromkeys(LOSS_NAMES, 0.0)
 
     monkeypatch.setattr(trainer.model, "train_step", step)
@@ -340,6 +343,23 @@ class Clock:
         return self.now
 
 
+@pytest.fixture(autouse=True)
+def a_session_that_starts_with_the_test(monkeypatch):
+    """time_budget_hours counts from the session's start: here, the test's, not pytest's."""
+    monkeypatch.setenv(SESSION_STARTED_ENV, str(time.monotonic()))
+
+
+@pytest.fixture
+def clock(monkeypatch) -> Clock:
+    """The training loop's time, and a session that starts at it."""
+    from monet_utils import training
+    clock = Clock()
+    monkeypatch.setattr(training.time, "monotonic", clock)
+    monkeypatch.setattr(training.time, "perf_counter", clock)
+    monkeypatch.setenv(SESSION_STARTED_ENV, str(clock.now))
+    return clock
+
+
 def test_the_plan_fits_the_budget_with_constant_then_decaying_epochs():
     plan = plan_schedule(budget_hours=2, reserve_minutes=20, sessions=1, step_seconds=0.5, steps_per_epoch=1000,
                          steps_done=20, seconds_done=30)
@@ -353,11 +373,7 @@ def test_the_plan_fits_the_budget_with_constant_then_decaying_epochs():
     assert (short.epochs, short.decay_epochs) == (1, 0) and short.max_steps == int(600 * 0.95 // 2.0)
 
 
-def test_a_time_budget_plans_the_run_and_it_ends_inside_the_budget(tiny_config, monkeypatch, capsys):
-    from monet_utils import training
-    clock = Clock()
-    monkeypatch.setattr(training.time, "monotonic", clock)
-    monkeypatch.setattr(training.time, "perf_counter", clock)
+def test_a_time_budget_plans_the_run_and_it_ends_inside_the_budget(tiny_config, monkeypatch, capsys, clock):
     config = tiny_config.replace(epochs=0, time_budget_hours=1.0, reserve_minutes=10.0, checkpoint_every=10_000)
     trainer = CycleGANTrainer(config)
     seen = record_lr_per_step(trainer, monkeypatch, seconds_per_step=3.0, clock=clock)
@@ -373,15 +389,63 @@ def test_a_time_budget_plans_the_run_and_it_ends_inside_the_budget(tiny_config, 
     assert config.epochs == 0 and config.max_steps == 0  # the config given stays the caller's own, unplanned
 
 
-def test_epochs_given_with_a_time_budget_are_kept_and_the_budget_is_a_deadline(tiny_config, monkeypatch, capsys):
-    from monet_utils import training
-    clock = Clock()
-    monkeypatch.setattr(training.time, "monotonic", clock)
-    monkeypatch.setattr(training.time, "perf_counter", clock)
+@pytest.mark.parametrize("slows_down", [1.0, 1.5], ids=["steady-steps", "steps-50%-slower-after-the-plan"])
+def test_the_kaggle_notebooks_default_run_ends_within_kaggles_300_minutes(tiny_config, monkeypatch, capsys, clock,
+                                                                          slows_down):
+    """Kaggle takes images.zip only from a version that ran for at most 300 min. With 40 min of slow
+    cells before training (installs, data, the model), the plan counts them; steps that slow down
+    after it still stop at the deadline; the reserve for images.zip and the estimate comes after."""
+    from monet_utils.kaggle_notebook import build_kaggle_notebook
+    from .test_kaggle_notebook import parameter_values
+    kaggle = parameter_values(build_kaggle_notebook())
+    budget, reserve = kaggle["time_budget_hours"], kaggle["reserve_minutes"]
+    assert kaggle["epochs"] == 0 and budget * 60 <= 300 - 15  # the margin for Kaggle's clock outside the kernel
+    session_start = clock.now
+    clock.advance(40 * 60)
+    trainer = CycleGANTrainer(tiny_config.replace(epochs=0, time_budget_hours=budget, reserve_minutes=reserve,
+                                                  checkpoint_every=10 ** 6))
+    record_lr_per_step(trainer, monkeypatch, lambda n: 3.0 if n < 20 else 3.0 * slows_down, clock)
+    trainer.fit(BatchesOf(steps_per_epoch=100), progress=False)
+    plan = trainer.plan
+    assert plan.setup_seconds == 40 * 60
+    assert (plan.setup_seconds + plan.train_seconds) / 60 + reserve <= budget * 60  # the planned end
+    assert plan.epochs >= 0.9 * (budget * 3600 - reserve * 60 - 40 * 60) * 0.95 / 3.0 / 100 - 1  # and most of it
+    trained_until = (clock.now - session_start) / 60
+    assert trained_until <= budget * 60 - reserve + 3.0 * slows_down / 60  # the deadline, or the step across it
+    assert trainer.out_of_time == (slows_down > 1)
+    line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("Time plan"))
+    assert f"after 40 min of set-up; the run ends about {(plan.setup_seconds + plan.train_seconds) / 60 + reserve:.0f} min" \
+           f" after it started, {reserve:g} min of them kept for images.zip and the estimate, within its " \
+           f"{budget * 60:g} min" in line
+
+
+def test_resume_from_auto_goes_on_from_the_one_checkpoint_among_kaggles_inputs(tiny_config, tmp_path, monkeypatch,
+                                                                             capsys):
+    from monet_utils import kaggle_inputs
+    from monet_utils.checkpoints import CheckpointError
+    monkeypatch.setattr(kaggle_inputs, "KAGGLE_INPUT", tmp_path / "input")
+    config = tiny_config.replace(resume_from="auto", epochs=3, output_dir=str(tmp_path / "working"))
+    fresh = CycleGANTrainer(config)
+    fresh.fit(BatchesOf(steps_per_epoch=2), progress=False)
+    assert fresh.step == 6 and "no checkpoint among the attached inputs, so training starts afresh" in \
+        capsys.readouterr().out
+    previous = CycleGANTrainer(tiny_config.replace(output_dir=str(tmp_path / "input" / "notebooks" / "me" / "run")))
+    previous.fit(BatchesOf(steps_per_epoch=2), progress=False)  # 1 epoch, its output attached
+    second = CycleGANTrainer(config.replace(output_dir=str(tmp_path / "session2")))
+    second.fit(BatchesOf(steps_per_epoch=2), progress=False)
+    assert second.step == 6 and f"Resuming from {previous.checkpoint_path}: step 2" in capsys.readouterr().out
+    CycleGANTrainer(tiny_config.replace(output_dir=str(tmp_path / "input" / "other"))).save()
+    with pytest.raises(CheckpointError, match="resume_from = 'auto' found 2 checkpoints among the inputs .*other.*: "
+                                              "set resume_from to the one to go on from"):
+        CycleGANTrainer(config.replace(output_dir=str(tmp_path / "session3"))).resume()
+
+
+def test_epochs_given_with_a_time_budget_are_kept_and_the_budget_is_a_deadline(tiny_config, monkeypatch, capsys, clock):
     trainer = CycleGANTrainer(tiny_config.replace(epochs=3, time_budget_hours=1.0, reserve_minutes=10.0))
     record_lr_per_step(trainer, monkeypatch, seconds_per_step=3.0, clock=clock)
     trainer.fit(BatchesOf(steps_per_epoch=50), progress=False)
     assert trainer.plan is None and trainer.config.epochs == 3 and trainer.step == 150  # 7.5 min: no deadline
+    monkeypatch.setenv(SESSION_STARTED_ENV, str(clock.now))  # another session
     slow = CycleGANTrainer(tiny_config.replace(epochs=3, time_budget_hours=1.0, reserve_minutes=10.0,
                                                output_dir=str(tiny_config.output_dir) + "_slow"))
     record_lr_per_step(slow, monkeypatch, seconds_per_step=30.0, clock=clock)
@@ -402,11 +466,7 @@ def test_a_step_limit_given_with_a_time_budget_stays_a_limit(tiny_config, monkey
     assert trainer.step == 30 and trainer.plan.epochs > 2  # planned, but stopped where asked
 
 
-def test_a_slower_session_stops_at_its_deadline_and_resume_from_goes_on(tiny_config, monkeypatch, tmp_path, capsys):
-    from monet_utils import training
-    clock = Clock()
-    monkeypatch.setattr(training.time, "monotonic", clock)
-    monkeypatch.setattr(training.time, "perf_counter", clock)
+def test_a_slower_session_stops_at_its_deadline_and_resume_from_goes_on(tiny_config, monkeypatch, tmp_path, capsys, clock):
     config = tiny_config.replace(epochs=0, time_budget_hours=1.0, reserve_minutes=10.0, budget_sessions=2,
                                  checkpoint_every=10_000)
     first = CycleGANTrainer(config)
@@ -416,6 +476,7 @@ def test_a_slower_session_stops_at_its_deadline_and_resume_from_goes_on(tiny_con
     assert planned == (38, 19) and first.out_of_time and first.step == 1000  # 50 min at 3 s/step
     assert "set resume_from to this run's" in capsys.readouterr().out
 
+    monkeypatch.setenv(SESSION_STARTED_ENV, str(clock.now))  # the next session
     second_config = tiny_config.replace(time_budget_hours=1.0, reserve_minutes=10.0,
                                         output_dir=str(tmp_path / "session2"), resume_from=str(first.checkpoint_path))
     second = CycleGANTrainer(second_config)
