@@ -9,7 +9,7 @@ from .checkpoints import CheckpointError
 from .config import ConfigError, CycleGANConfig, parse_value
 from .data import DataError
 from .export import FORMATS, config_path, export_generator
-from .launch import WorkerError, add_config_arguments, config_from_arguments, train_from_config
+from .launch import WorkerError, add_config_arguments, config_from_arguments, exit_process, train_from_config
 from .progress import output_that_outlives_its_reader
 from .runner import NotebookRunError, RunInterrupted, notebook_parameters, run_main_job
 from .stylize import stylize
@@ -105,4 +105,4 @@ def run_parameters(args) -> dict:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_process(main())  # `-m monet_utils train` is also torchrun's worker

@@ -296,3 +296,22 @@ def test_a_worker_error_reaches_the_user_as_one_line(dataset_dir, tmp_path, caps
     err = capsys.readouterr().err
     assert err.strip().splitlines()[-1] == f"error: resume_from checkpoint {missing} does not exist", err
     assert "Traceback" not in err and "ChildFailedError" not in err
+
+
+@pytest.mark.parametrize("worker", [True, False])
+def test_a_torchrun_worker_exits_with_its_code_and_output_but_without_the_interpreters_teardown(worker):
+    """Torch's threads sometimes abort a worker's teardown after destroy_process_group, and
+    torchrun then calls a run that trained and saved a failure: workers skip the teardown."""
+    program = ("import atexit\n"
+               "from monet_utils.launch import exit_process\n"
+               "atexit.register(lambda: print(' teardown', end=''))\n"
+               "print('trained and saved', end='')\n"  # no newline: still in the buffer at exit
+               "exit_process(3)\n")
+    # A bare torchrun's worker: its output buffered, as without our launcher's PYTHONUNBUFFERED.
+    env = {name: value for name, value in os.environ.items()
+           if name not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "PYTHONUNBUFFERED")}
+    if worker:
+        env.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0")
+    done = subprocess.run([sys.executable, "-c", program], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 3
+    assert done.stdout == ("trained and saved" if worker else "trained and saved teardown")
