@@ -102,7 +102,9 @@ def make_demo_dataset(root: str | os.PathLike = DEMO_DIR, n_photos: int = 240, n
         if painted:
             image = impressionist(image, image_rng)
         _, jpeg = cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 92])
-        write_atomically(path, lambda tmp: tmp.write_bytes(jpeg.tobytes()), "demo image")  # no half image kept
+        # shared: two commands started at once may both fill data/demo (same seed, same bytes)
+        write_atomically(path, lambda tmp: tmp.write_bytes(jpeg.tobytes()), "demo image", shared=True)
     write_atomically(root / DEMO_MARKER, lambda tmp: tmp.write_text(
-        "Synthetic demo data made by monet_utils.demo_data: procedural landscapes, not Kaggle's images.\n"), "marker")
+        "Synthetic demo data made by monet_utils.demo_data: procedural landscapes, not Kaggle's images.\n"),
+        "marker", shared=True)
     return root

@@ -39,3 +39,26 @@ def test_demo_data_is_reproducible_and_keeps_existing_files(tmp_path):
     kept.write_bytes(b"user file")
     make_demo_dataset(a, n_photos=2, n_paintings=1, progress=False)
     assert kept.read_bytes() == b"user file"
+
+
+def test_two_processes_making_the_same_demo_data_at_once(tmp_path, monkeypatch):
+    """Two commands started together (the test suite's two environments, two papermill runs) both
+    fill data/demo: one's rename must not find its temporary file taken by the other's."""
+    import os
+
+    from monet_utils import files
+
+    rename = os.replace
+    other_writer_ran = []
+
+    def the_other_process_renames_first(src, dst):
+        if not other_writer_ran:
+            other_writer_ran.append(True)
+            make_demo_dataset(tmp_path / "demo", n_photos=1, n_paintings=0, progress=False)
+        rename(src, dst)
+
+    monkeypatch.setattr(files.os, "replace", the_other_process_renames_first)
+    root = make_demo_dataset(tmp_path / "demo", n_photos=1, n_paintings=0, progress=False)
+    assert other_writer_ran
+    assert load_rgb(root / "photo_jpg/demo_photo_0000.jpg").shape == (256, 256, 3)
+    assert not list(root.rglob("*.tmp"))
