@@ -189,6 +189,13 @@ class CycleGANConfig:
             raise ConfigError(f"unknown config key(s) {unknown}; known keys: {sorted(known)}")
         return cls(**values)
 
+    @classmethod
+    def from_notebook(cls, namespace: dict) -> "CycleGANConfig":
+        """The config from a notebook's variables: each field takes the value of the variable of
+        its name (set in the parameters cell, or by papermill's -p), else its default. So a new
+        field is one line here, and a notebook lists only the knobs its users set."""
+        return cls(**{f.name: namespace[f.name] for f in fields(cls) if f.name in namespace})
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 

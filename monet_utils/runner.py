@@ -7,6 +7,7 @@ which checkpoint is kept.
 """
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import sys
@@ -29,7 +30,9 @@ from .files import WriteError, write_atomically
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK = REPO_ROOT / "notebooks" / "monet_cyclegan.ipynb"
-# CPU-sized run on the synthetic data: about 4 minutes of training on 2 cores (bf16 where the CPU
+CONFIG_FIELDS = set(CycleGANConfig.__dataclass_fields__)
+UNKNOWN_PARAMETER = "Passed unknown parameter: "  # papermill.execute's warning
+# CPU-sized run on the synthetic data: about 7 minutes of training on 2 cores (bf16 where the CPU
 # has it). Six residual blocks is the paper's own generator for images of 128x128 and smaller.
 DEMO_PARAMETERS = dict(image_size=64, ngf=32, ndf=32, n_res_blocks=6, epochs=15, decay_epochs=7, num_workers=0)
 
@@ -148,6 +151,15 @@ class Echo:
             self.flush()
 
 
+class ConfigFieldsAreKnown(logging.Filter):
+    """papermill warns of a parameter its parameters cell lacks; the notebook reads every config
+    field all the same (CycleGANConfig.from_notebook), so for those the warning is false."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not (message.startswith(UNKNOWN_PARAMETER) and message[len(UNKNOWN_PARAMETER):] in CONFIG_FIELDS)
+
+
 def notebook_parameters(notebook: str | os.PathLike = NOTEBOOK) -> dict:
     """Names and default values of the notebook's `parameters` cell."""
     inferred = papermill.inspect_notebook(str(notebook))
@@ -155,15 +167,14 @@ def notebook_parameters(notebook: str | os.PathLike = NOTEBOOK) -> dict:
 
 
 def validate_parameters(parameters: dict, notebook: str | os.PathLike = NOTEBOOK) -> CycleGANConfig:
-    """Fail before anything runs: every name must be a notebook parameter, and the values
-    must make a valid config for a device this machine has."""
+    """Fail before anything runs: every name must be a config field or a notebook parameter, and
+    the values must make a valid config for a device this machine has."""
     known = notebook_parameters(notebook)
-    unknown = sorted(set(parameters) - set(known))
+    unknown = sorted(set(parameters) - set(known) - CONFIG_FIELDS)
     if unknown:
-        raise ConfigError(f"unknown notebook parameter(s) {unknown}; the parameters cell of {notebook} "
-                          f"defines: {sorted(known)}")
-    config_keys = set(CycleGANConfig.__dataclass_fields__)
-    config = CycleGANConfig.from_dict({k: v for k, v in parameters.items() if k in config_keys})
+        raise ConfigError(f"unknown parameter(s) {unknown}: -p takes a config field (monet_utils/config.py) "
+                          f"or one of the notebook's own: {sorted(set(known) - CONFIG_FIELDS)}")
+    config = CycleGANConfig.from_dict({k: v for k, v in parameters.items() if k in CONFIG_FIELDS})
     resolve_speed(config, resolve_device(config.device))  # e.g. amp='fp16' or device='cuda' without a GPU
     process_count(config)  # gpus beyond the visible devices, or a batch that does not split over them
     check_data_fits(config)  # batch_size and holdout_paintings against the images there
@@ -198,6 +209,8 @@ def run_notebook(parameters: dict, output_dir: str | os.PathLike, notebook: str 
         print(f"Running {Path(notebook).name} -> {executed} (its output follows)", file=echo, flush=True)
     interrupter = KernelInterrupter()
     echo = echo and Echo(echo)
+    quiet = ConfigFieldsAreKnown()
+    logging.getLogger("papermill").addFilter(quiet)
     try:
         with interrupter:
             papermill.execute_notebook(str(notebook), ExecutedNotebookWriter.SCHEME + str(executed),
@@ -216,6 +229,8 @@ def run_notebook(parameters: dict, output_dir: str | os.PathLike, notebook: str 
             raise
         raise NotebookRunError(f"{Path(notebook).name} failed in cell [{err.exec_count}]: {err.ename}: "
                                f"{err.evalue}\n{where}", executed) from None
+    finally:
+        logging.getLogger("papermill").removeFilter(quiet)
     unwritten = EXECUTED_NOTEBOOKS.failures.pop(str(executed), None)
     if unwritten:  # the run itself went through; its outputs are in output_dir
         raise WriteError(f"the run finished, but {unwritten}")

@@ -28,6 +28,27 @@ def test_help_lists_every_command_on_one_line(capsys, monkeypatch):
     assert not any(re.match(r"^\s{20,}\S", line) for line in following), "a help line wrapped"
 
 
+def test_every_command_says_what_it_does_and_every_option_what_it_is():
+    from monet_utils.__main__ import build_parser
+    commands = next(a for a in build_parser()._actions if a.dest == "command").choices
+    assert set(commands) == set(COMMANDS)
+    for name, command in commands.items():
+        assert len(command.description or "") > 60, name
+        for option in command._actions:
+            assert option.help, f"{name} {option.option_strings}"
+            if option.default not in (None, [], "==SUPPRESS==") and not option.required:
+                assert "default" in option.help, f"{name} {option.option_strings}: its default is not said"
+
+
+def test_run_help_says_what_p_takes_where_the_data_comes_from_and_how_to_resume(capsys):
+    with pytest.raises(SystemExit):
+        main(["run", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "any field of monet_utils/config.py" in text and "n_samples" in text
+    assert "synthetic demo data" in text
+    assert "resumes from its checkpoints/latest.pt" in text
+
+
 @pytest.mark.parametrize("command", ["run", "train"])
 def test_run_and_train_take_the_same_flags(command, capsys):
     with pytest.raises(SystemExit):
@@ -51,11 +72,20 @@ def test_run_takes_a_runs_config_file_and_p_over_it(tmp_path, monkeypatch):
     assert seen["output_dir"] == str(tmp_path / "run")
 
 
-def test_run_refuses_a_config_value_the_notebook_cannot_apply(tmp_path, capsys):
+def test_run_passes_a_config_value_the_parameters_cell_does_not_list(tmp_path, monkeypatch):
+    """The notebook reads every config field (CycleGANConfig.from_notebook): a run's config.json is
+    applied whole, not only the knobs its parameters cell shows."""
+    seen = {}
+    monkeypatch.setattr(runner, "run_notebook", lambda parameters, output_dir, echo=None: seen.update(parameters)
+                        or tmp_path / "x.ipynb")
+    from .conftest import write_images
+    write_images(tmp_path / "data" / "photo_jpg", 4)
+    write_images(tmp_path / "data" / "monet_jpg", 2)
     config = tmp_path / "config.json"
-    CycleGANConfig(pool_size=10).save(config)
-    assert main(["run", "--config", str(config)]) == 2
-    assert "sets ['pool_size'], which the notebook has no parameter for" in capsys.readouterr().err
+    CycleGANConfig(pool_size=10, data_dir=str(tmp_path / "data"), output_dir=str(tmp_path / "run")).save(config)
+    assert "pool_size" not in runner.notebook_parameters()
+    assert main(["run", "--config", str(config), "-p", "beta1", "0.6"]) == 0
+    assert (seen["pool_size"], seen["beta1"]) == (10, 0.6)
 
 
 @pytest.mark.parametrize("command", ["run", "train"])
