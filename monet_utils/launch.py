@@ -183,11 +183,14 @@ def _signals_as_interrupt():
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", default=None, help="a config JSON file (config.json of a run)")
-    parser.add_argument("--data-dir", default=None, help="folder with photo_jpg/ and monet_jpg/")
-    parser.add_argument("--output-dir", default=None, help="where checkpoints and metrics go (default outputs)")
+    parser.add_argument("--config", default=None,
+                        help="a config JSON file (a run's config.json); -p's values go over it (default: none)")
+    parser.add_argument("--data-dir", default=None,
+                        help="folder with photo_jpg/ and monet_jpg/ (default: searched, as above)")
+    parser.add_argument("--output-dir", default=None,
+                        help="where the run's files go (default: outputs, or the config file's output_dir)")
     parser.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
-                        help="a config value over the file's, e.g. -p epochs 3 -p gpus 2")
+                        help="a config field's value, e.g. -p epochs 3 -p gpus 2; repeat for more")
 
 
 def config_from_arguments(args) -> CycleGANConfig:
