@@ -360,7 +360,12 @@ class CycleGANTrainer:
             except CheckpointError as err:
                 print(f"Ignoring {err}")
                 self.best = None
-        why = "submit_from='latest'" if self.config.submit_from == "latest" else "no readable best.pt"
+        if self.config.submit_from == "latest":
+            why = "submit_from='latest'"
+        elif not (self.config.eval_every or self.config.eval_minutes):
+            why = "no evaluations to choose from: eval_every and eval_minutes are 0"
+        else:
+            why = "no readable best.pt"
         average = " (its weight average)" if self.model.averages else ""
         print(f"Submitting the generator as trained last{average}, step {self.step:,} ({why})")
         return self.model.inference_generators[0]

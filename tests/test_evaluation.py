@@ -114,6 +114,19 @@ def test_the_best_checkpoint_changes_only_when_the_fid_improves_also_after_a_res
     assert latest.submission_generator() is latest.model.G_photo2monet
 
 
+@pytest.mark.parametrize("changes, why", [
+    ({"eval_minutes": 0.0, "eval_every": 0}, "(no evaluations to choose from: eval_every and eval_minutes are 0)"),
+    ({"eval_minutes": 1.0}, "(no readable best.pt)"),
+    ({"eval_minutes": 1.0, "submit_from": "latest"}, "(submit_from='latest')"),
+])
+def test_the_last_weights_are_submitted_with_the_reason_a_user_can_act_on(eval_config, capsys, changes, why):
+    """A demo run evaluates nothing: 'no readable best.pt' read as a failure there."""
+    trainer = CycleGANTrainer(eval_config.replace(**changes))
+    capsys.readouterr()
+    assert trainer.submission_generator() is trainer.model.G_photo2monet
+    assert capsys.readouterr().out.strip().endswith(why)
+
+
 def test_the_best_comes_along_when_a_session_resumes_from_another_folder(eval_config, dataset_dir, monkeypatch,
                                                                         tmp_path, capsys):
     """Kaggle's chained sessions: the second resumes from the first's output, attached as an input."""
