@@ -13,7 +13,7 @@ keeps --out/long/<recipe>/evaluations.json (a re-run skips it; one without start
 every run draws what is there. Run recipes one after another, nothing else
 running: two single-threaded runs side by side took 3.5x longer per step here than one on both cores.
 
-On a lent GPU, which has no FID network (docs/quality-and-recipes.md, "Longer runs on a GPU"):
+On a lent GPU, which has no FID network (docs/lab/quality-log.md, "Longer runs on a GPU"):
 --record DIR trains there and keeps each evaluation's translations, losslessly, in DIR/<run>.zip
 (--long-steps 0: as many steps as --minutes holds, evaluated --snapshots times); back here,
 --score-recorded DIR scores them into the same table and curve.
@@ -34,7 +34,7 @@ number of images on each side, so compare only rows of one table.
 
 Results are kept in --out/results.json after each recipe (a re-run skips the recipes done);
 --out/<recipe>/samples.png shows each recipe's translations. Needs the Kaggle data (--data,
-$DATA_DIR, or ../shared/kaggle-data/gan-getting-started) and the offline FID network
+$DATA_DIR, or data/gan-getting-started as for `make demo`) and the offline FID network
 (requirements-fid.txt); says so and exits 0 without them.
 """
 from __future__ import annotations
@@ -67,7 +67,8 @@ from monet_utils.plots import plot_samples
 from monet_utils.training import CycleGANTrainer
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO_ROOT.parent / "shared" / "kaggle-data" / "gan-getting-started"
+USER_DATA = REPO_ROOT / "data" / "gan-getting-started"  # where README's users keep it
+SHARED_DATA = REPO_ROOT.parent / "shared" / "kaggle-data" / "gan-getting-started"  # this project's machines
 DIFFAUGMENT = "color,translation,cutout"
 # Each recipe is the seed's settings plus these; "decay" is the paper's schedule, half the epochs decaying.
 RECIPES = {
@@ -198,7 +199,7 @@ def parse_args(argv=None):
 
 
 def data_dir(explicit: str) -> Path | None:
-    for candidate in (explicit, os.environ.get("DATA_DIR"), SHARED_DATA):
+    for candidate in (explicit, os.environ.get("DATA_DIR"), USER_DATA, SHARED_DATA):
         if candidate and Path(candidate).is_dir():
             return find_data_dir(candidate)
     return None
@@ -230,7 +231,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     root = data_dir(args.data)
     if root is None:
-        print(f"bench_quality: no Kaggle data (tried --data, $DATA_DIR, {SHARED_DATA}); nothing to measure.")
+        print(f"bench_quality: no Kaggle data (tried --data, $DATA_DIR, {USER_DATA}); nothing to measure.")
         return 0
     if args.long and args.record:
         return record_mode(args, root)

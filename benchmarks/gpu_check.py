@@ -2,7 +2,7 @@
 on real images, and translations brought back to be scored here.
 
     .venv/bin/python benchmarks/gpu_check.py prepare     # here: gpu_bundle/ (wheels, a real-data subset), < 64 MiB
-    # on the lent GPU, in the repository root, carrying gpu_bundle (docs/performance.md, "Checking the GPU path"):
+    # on the lent GPU, in the repository root, carrying gpu_bundle (docs/lab/gpu-sessions.md):
     python3 -m pip install -q --no-index --no-deps --target /tmp/site gpu_bundle/wheels/*.whl
     PYTHONPATH=/tmp/site:. python3 benchmarks/gpu_check.py run --out $OUT
     .venv/bin/python benchmarks/gpu_check.py score DIR   # here: FID of the translations in DIR, and the no-style baseline

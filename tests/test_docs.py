@@ -8,7 +8,9 @@ import pytest
 from monet_utils.__main__ import build_parser
 
 REPO = Path(__file__).resolve().parents[1]
-PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+USER_PAGES = sorted((REPO / "docs").glob("*.md"))
+LAB_PAGES = sorted((REPO / "docs" / "lab").glob("*.md"))  # dated runs and the lent machines: linked, not read first
+PAGES = [REPO / "README.md", *USER_PAGES, *LAB_PAGES]
 
 
 def commands(page: Path) -> list[str]:
@@ -27,6 +29,21 @@ def test_the_readme_is_short_and_links_every_docs_page():
     assert {f"docs/{p.name}" for p in (REPO / "docs").glob("*.md")} <= pages
     for page, anchor in (link.split("#") for link in linked if "#" in link):
         assert anchor in heading_anchors(REPO / page), (page, anchor)
+
+
+@pytest.mark.parametrize("page", USER_PAGES, ids=lambda p: p.name)
+def test_a_user_page_is_short_enough_to_read(page):
+    assert len(page.read_bytes()) <= 10 * 1024, f"{page.name}: move dated runs and tables to docs/lab/"
+
+
+def test_every_lab_page_is_linked_from_a_user_page_and_its_links_resolve():
+    assert LAB_PAGES
+    user_text = "".join(page.read_text() for page in USER_PAGES)
+    for page in LAB_PAGES:
+        assert f"lab/{page.name}" in user_text, page.name
+    for page in [*USER_PAGES, *LAB_PAGES]:
+        for target in re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", page.read_text()):
+            assert (page.parent / target).exists(), f"{page.name}: {target}"
 
 
 def heading_anchors(page: Path) -> set[str]:
