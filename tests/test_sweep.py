@@ -32,7 +32,7 @@ def test_parse_assignments_and_run_names():
 
 def test_bad_sweeps_are_rejected_before_anything_runs(tmp_path, demo):
     out = tmp_path / "runs"
-    with pytest.raises(ConfigError, match="unknown notebook parameter.*epoch_count"):
+    with pytest.raises(ConfigError, match="unknown parameter.*epoch_count"):
         sweep.run_sweep({"epoch_count": [1, 2]}, {"data_dir": demo}, out)
     with pytest.raises(ConfigError, match=r"run cycle_lambda--1.*'cycle_lambda'"):
         sweep.run_sweep({"cycle_lambda": [5, -1]}, {"data_dir": demo}, out)
