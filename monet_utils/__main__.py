@@ -6,10 +6,11 @@ import os
 import sys
 
 from .checkpoints import CheckpointError
-from .config import ConfigError, CycleGANConfig, parse_value
+from .config import ConfigError
 from .data import DataError
 from .export import FORMATS, config_path, export_generator
-from .launch import WorkerError, add_config_arguments, config_from_arguments, exit_process, train_from_config
+from .launch import (WorkerError, add_config_arguments, argument_values, config_from_arguments, exit_process,
+                     train_from_config)
 from .progress import output_that_outlives_its_reader
 from .runner import NotebookRunError, RunInterrupted, run_main_job
 from .stylize import stylize
@@ -102,7 +103,7 @@ def main(argv=None) -> int:
 def run_command(args) -> int:
     try:
         if args.command == "run":
-            parameters = run_parameters(args)
+            parameters = argument_values(args)  # -p may also name the notebook's own
             executed = run_main_job(args.data_dir or parameters.pop("data_dir", None) or None,
                                     args.output_dir or parameters.pop("output_dir", "outputs"), parameters)
             print(f"Done. Executed notebook: {executed}")
@@ -128,11 +129,6 @@ def run_command(args) -> int:
         return 2
     return 0
 
-
-def run_parameters(args) -> dict:
-    """`run`'s notebook parameters: a --config file's values (a run's config.json), then -p's."""
-    values = CycleGANConfig.load(args.config).to_dict() if args.config else {}
-    return {**values, **{name: parse_value(value) for name, value in args.parameter}}
 
 if __name__ == "__main__":
     exit_process(main())  # `-m monet_utils train` is also torchrun's worker

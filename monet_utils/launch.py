@@ -193,9 +193,14 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
                         help="a config field's value, e.g. -p epochs 3 -p gpus 2; repeat for more")
 
 
-def config_from_arguments(args) -> CycleGANConfig:
+def argument_values(args) -> dict:
+    """The values `add_config_arguments` took: a --config file's (a run's config.json), then -p's."""
     values = CycleGANConfig.load(args.config).to_dict() if args.config else {}
-    values.update({name: parse_value(value) for name, value in args.parameter})
+    return {**values, **{name: parse_value(value) for name, value in args.parameter}}
+
+
+def config_from_arguments(args) -> CycleGANConfig:
+    values = argument_values(args)
     values.update({name: value for name, value in (("data_dir", args.data_dir), ("output_dir", args.output_dir))
                    if value is not None})
     return CycleGANConfig.from_dict(values)
