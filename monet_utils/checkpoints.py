@@ -109,13 +109,10 @@ def load_network(net: torch.nn.Module, weights: dict, name: str, path) -> None:
 
 
 def load_generator(path: str | os.PathLike, direction: str = "photo2monet", device: str = "auto"):
-    """The generator of a training checkpoint, in eval mode, and the config it was trained with:
-    its weight average when the run kept one (`ema_decay`), as the run's own translations used."""
+    """The generator of a training checkpoint, in eval mode, and the config it was trained with."""
     state = read_checkpoint(path)
     config = checkpoint_config(state, path)
     generator = build_generator(config)
     name = f"G_{direction}"
-    averages = state.get("averages") or {}
-    weights, what = (averages[name], f"{name} average") if name in averages else (state["networks"][name], name)
-    load_network(generator, weights, what, path)
+    load_network(generator, state["networks"][name], name, path)
     return generator.to(resolve_device(device)).eval(), config

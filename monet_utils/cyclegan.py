@@ -15,7 +15,6 @@ import math
 import numpy as np
 import torch
 from torch.nn import functional as F
-from torch.optim.swa_utils import AveragedModel
 
 from .acceleration import SpeedSettings, autocast, compile_network, make_grad_scaler
 from .checkpoints import load_network
@@ -59,18 +58,6 @@ def process_seed(seed: int, rank: int) -> int:
     return int(np.random.SeedSequence([seed, rank]).generate_state(1)[0]) if rank else seed
 
 
-def ema_with_warmup(decay: float):
-    """`AveragedModel`'s update: an exponential moving average whose decay grows with the updates,
-    min(decay, (1 + n) / (10 + n)) (TensorFlow's ExponentialMovingAverage with num_updates), so a
-    short run averages over about its last tenth instead of its first weights. The weight stays a
-    tensor on the device: no synchronisation per step."""
-    @torch.no_grad()
-    def update(averaged: list[torch.Tensor], current: list[torch.Tensor], updates: torch.Tensor) -> None:
-        weight = 1 - torch.clamp((1 + updates) / (10 + updates), max=decay)
-        torch._foreach_lerp_(averaged, current, [weight] * len(averaged))
-    return update
-
-
 def set_requires_grad(nets, requires_grad: bool) -> None:
     for net in nets:
         net.requires_grad_(requires_grad)
@@ -92,9 +79,6 @@ class CycleGAN:
             init_weights(make_g(), config.init_gain).to(device, memory_format=self.memory_format) for _ in "ab")
         self.D_monet, self.D_photo = (
             init_weights(make_d(), config.init_gain).to(device, memory_format=self.memory_format) for _ in "ab")
-        # Weight averages of the generators (ema_decay), made before compiling: they only ever run eagerly.
-        self.averages = {name: AveragedModel(net, multi_avg_fn=ema_with_warmup(config.ema_decay)).requires_grad_(False)
-                         for name, net in self.networks.items() if name.startswith("G_") and config.ema_decay}
         if rank:  # then streams of their own: DiffAugment must not draw the same for both halves of a batch
             torch.manual_seed(process_seed(config.seed, rank))
         for name, net in self.networks.items():
@@ -106,8 +90,7 @@ class CycleGAN:
         adam = dict(lr=config.lr, betas=(config.beta1, config.beta2), fused=speed.fused_adam or None)
         self.opt_G = torch.optim.Adam(
             itertools.chain(self.G_photo2monet.parameters(), self.G_monet2photo.parameters()), **adam)
-        self.opt_D = torch.optim.Adam(itertools.chain(self.D_monet.parameters(), self.D_photo.parameters()),
-                                      **dict(adam, lr=config.lr * config.d_lr_factor))
+        self.opt_D = torch.optim.Adam(itertools.chain(self.D_monet.parameters(), self.D_photo.parameters()), **adam)
         self.scaler = make_grad_scaler(speed, device)
         pool_seed = config.seed + 1000 * rank  # each process keeps its own pools
         self.pool_monet = ImagePool(config.pool_size, seed=pool_seed)  # fake paintings for D_monet
@@ -119,13 +102,6 @@ class CycleGAN:
     def networks(self) -> dict[str, torch.nn.Module]:
         return {"G_photo2monet": self.G_photo2monet, "G_monet2photo": self.G_monet2photo,
                 "D_monet": self.D_monet, "D_photo": self.D_photo}
-
-    @property
-    def inference_generators(self) -> tuple[torch.nn.Module, torch.nn.Module]:
-        """(photo -> Monet, Monet -> photo) as a run's translations use them: the weight averages
-        when `ema_decay` keeps some, else the generators as trained."""
-        return tuple(self.averages[name].module if self.averages else self.networks[name]
-                     for name in ("G_photo2monet", "G_monet2photo"))
 
     @property
     def memory_format(self) -> torch.memory_format:
@@ -180,24 +156,10 @@ class CycleGAN:
             self.scaler.step(self.opt_G)  # with fp16, also skipped if a gradient overflowed
             self.scaler.step(self.opt_D)
             self.scaler.update()
-            for name, average in self.averages.items():
-                average.update_parameters(self.networks[name])
             self.skipped_in_a_row = 0
-            for _ in range(cfg.d_updates - 1):
-                self.discriminator_update(real_photo, real_monet, pooled_photo, pooled_monet)
         else:
             self.skip_step(values)
         return values
-
-    def discriminator_update(self, real_photo, real_monet, fake_photo, fake_monet) -> None:
-        """Another update of both discriminators on the step's images (`d_updates` above 1);
-        one whose loss is not finite is left out, as a step's would be."""
-        self.opt_D.zero_grad(set_to_none=True)
-        loss = sum(self.discriminator_losses(real_photo, real_monet, fake_photo, fake_monet).values())
-        self.scaler.scale(loss).backward()
-        if math.isfinite(mean_over_ranks(loss.detach().float()).item()):
-            self.scaler.step(self.opt_D)
-            self.scaler.update()
 
     def skip_step(self, values: dict[str, float]) -> None:
         self.skipped_in_a_row += 1
@@ -218,8 +180,7 @@ class CycleGAN:
                     "D_photo": self.discriminator_loss(self.D_photo_replica, real_photo, fake_photo)}
 
     def discriminator_loss(self, net, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
-        real_loss = self.gan_loss(self.judge(net, real), True, real_label=self.config.real_label)
-        return 0.5 * (real_loss + self.gan_loss(self.judge(net, fake.detach()), False))
+        return 0.5 * (self.gan_loss(self.judge(net, real), True) + self.gan_loss(self.judge(net, fake.detach()), False))
 
     def state_dict(self) -> dict:
         """Weights, optimizers, every process's pools (a collective call), the loss scale."""
@@ -228,9 +189,6 @@ class CycleGAN:
             "opt_G": self.opt_G.state_dict(), "opt_D": self.opt_D.state_dict(),
             "pools": gather({"monet": self.pool_monet.state_dict(), "photo": self.pool_photo.state_dict()}),
             "scaler": self.scaler.state_dict(), "skipped_total": self.skipped_total,
-            # A generator's state_dict each, as `networks` holds them: checkpoints.load_generator reads either.
-            "averages": {name: average.module.state_dict() for name, average in self.averages.items()},
-            "averaged_steps": {name: int(average.n_averaged) for name, average in self.averages.items()},
         }
 
     def load_state_dict(self, state: dict, path) -> None:
@@ -244,13 +202,6 @@ class CycleGAN:
         mine = pools[self.rank % len(pools)]  # exact when resumed with as many processes as it was saved by
         self.pool_monet.load_state_dict(mine["monet"], self.device)
         self.pool_photo.load_state_dict(mine["photo"], self.device)
-        for name, average in self.averages.items():
-            if name in state.get("averages", {}):
-                load_network(average.module, state["averages"][name], f"{name} average", path)
-                average.n_averaged.fill_(state["averaged_steps"][name])
-            else:  # a checkpoint of a run without averages: they start from its weights
-                average.n_averaged.zero_()
-                average.update_parameters(self.networks[name])
         if state["scaler"]:  # {} from a run without fp16: a T4 resuming an A100's run starts a fresh scale
             self.scaler.load_state_dict(state["scaler"])
         self.skipped_total = state["skipped_total"]

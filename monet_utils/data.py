@@ -14,7 +14,6 @@ import torch
 from albumentations.pytorch import ToTensorV2
 from PIL import ExifTags, Image, ImageOps
 from torch.utils.data import DataLoader, Dataset, Sampler
-from torchvision.transforms.v2.functional import InterpolationMode, resized_crop
 
 from . import kaggle_inputs
 from .config import CycleGANConfig
@@ -28,9 +27,6 @@ DEMO_MARKER = "DEMO_DATA.txt"
 # uint8 -> [-1, 1], divided once here on the CPU: CUDA divides by a scalar through its reciprocal,
 # 1 ulp off the CPU's quotient, so the in-memory path looks its pixels up to give both the same.
 PIXEL_VALUES = torch.arange(256, dtype=torch.float32) / 127.5 - 1
-# painting_augment="crop": a square crop of this share of the load-size image's area, resized to the
-# training size (the reference's fixed crop covers (256/286)^2, 0.8 of it).
-PAINTING_CROP_SCALE = (0.5, 1.0)
 
 
 class DataError(FileNotFoundError):
@@ -148,15 +144,12 @@ def load_size_for(image_size: int) -> int:
     return round(image_size * 286 / 256)
 
 
-def train_transform(image_size: int, crop_scale: tuple[float, float] | None = None) -> A.Compose:
-    """The reference's jitter: bicubic resize to 286/256 of the size, random crop back, random flip.
-    With `crop_scale`, the crop is a random square of that share of the resized area, resized back."""
+def train_transform(image_size: int) -> A.Compose:
+    """The reference's jitter: bicubic resize to 286/256 of the size, random crop back, random flip."""
     load_size = load_size_for(image_size)
-    crop = (A.RandomCrop(image_size, image_size) if crop_scale is None else
-            A.RandomResizedCrop((image_size, image_size), scale=crop_scale, ratio=(1, 1), interpolation=cv2.INTER_CUBIC))
     return A.Compose([
         A.Resize(load_size, load_size, interpolation=cv2.INTER_CUBIC),
-        crop,
+        A.RandomCrop(image_size, image_size),
         A.HorizontalFlip(p=0.5),
         A.Normalize(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), max_pixel_value=255.0),  # to [-1, 1] for tanh
         ToTensorV2(),
@@ -188,17 +181,12 @@ class UnpairedDataset(Dataset):
 
     Randomness (which painting, which crop and flip) comes from (seed, epoch, index), so the
     samples do not depend on worker count or order, and a resumed run sees the same batches.
-    `painting_augment="rot90"` also turns each painting by a random multiple of 90 degrees;
-    "crop" gives the paintings `painting_transform` (`train_transform` with `PAINTING_CROP_SCALE`).
     """
 
-    def __init__(self, photo_paths, monet_paths, transform: A.Compose, seed: int = 0, holdout_paths=(),
-                 painting_augment: str = "reference", painting_transform: A.Compose | None = None):
+    def __init__(self, photo_paths, monet_paths, transform: A.Compose, seed: int = 0, holdout_paths=()):
         self.photo_paths, self.monet_paths = list(photo_paths), list(monet_paths)
         self.holdout_paths = list(holdout_paths)  # paintings kept out of training, for the estimate
         self.transform, self.seed, self.epoch = transform, seed, 0
-        self.painting_transform = painting_transform or transform
-        self.painting_augment = painting_augment
 
     def __len__(self) -> int:
         return len(self.photo_paths)
@@ -210,13 +198,10 @@ class UnpairedDataset(Dataset):
         sample_seed = np.random.SeedSequence([self.seed, self.epoch, index])
         rng = np.random.default_rng(sample_seed)
         py_random = random.Random(int(sample_seed.generate_state(1)[0]))
-        for transform in (self.transform, self.painting_transform):  # both draw from the one sample's generators
-            transform.set_random_state(rng, py_random)
+        self.transform.set_random_state(rng, py_random)
         monet_path = self.monet_paths[int(rng.integers(len(self.monet_paths)))]
         photo = self.transform(image=load_rgb(self.photo_paths[index]))["image"]
-        monet = self.painting_transform(image=load_rgb(monet_path))["image"]
-        if self.painting_augment == "rot90":
-            monet = torch.rot90(monet, int(rng.integers(4)), dims=(-2, -1))
+        monet = self.transform(image=load_rgb(monet_path))["image"]
         return photo, monet
 
 
@@ -289,10 +274,7 @@ def build_dataset(config: CycleGANConfig, data_dir: str | os.PathLike) -> Unpair
     photos, paintings = readable_images(data_dir / PHOTO_DIR), readable_images(data_dir / MONET_DIR)
     check_counts(config, data_dir, len(photos), len(paintings))
     monets, held_out = split_paintings(paintings, config.holdout_paintings)
-    painting_transform = (train_transform(config.image_size, PAINTING_CROP_SCALE)
-                          if config.painting_augment == "crop" else None)
-    return UnpairedDataset(photos, monets, train_transform(config.image_size), seed=config.seed, holdout_paths=held_out,
-                           painting_augment=config.painting_augment, painting_transform=painting_transform)
+    return UnpairedDataset(photos, monets, train_transform(config.image_size), seed=config.seed, holdout_paths=held_out)
 
 
 class AugmentingLoader(DataLoader):
@@ -339,8 +321,8 @@ class InMemoryLoader:
     into a uint8 tensor on the training device; each batch is randomly cropped and flipped
     there in one indexing operation, so no worker process feeds the accelerator. Same jitter as
     `train_transform`, same sampling and the same (seed, epoch, batch) determinism as the
-    albumentations path, not the same pixels. `painting_augment="crop"` crops the paintings as
-    `train_transform` with `PAINTING_CROP_SCALE` does (the flips still drawn by `draw_jitter`)."""
+    albumentations path, not the same pixels (its crop is an index into the resized image, not
+    a second resize)."""
 
     def __init__(self, dataset: UnpairedDataset, config: CycleGANConfig, device: torch.device | str = "cpu",
                  rank: int = 0, world_size: int = 1):
@@ -370,14 +352,7 @@ class InMemoryLoader:
             generator = torch.Generator().manual_seed(hash((self.seed, self.epoch, self.start_batch + offset)))
             monet_index = torch.randint(len(self.monets), (self.batch_size,), generator=generator)[self.share]
             photo_jitter = self.draw_jitter(generator)
-            monets = self.monets[monet_index.to(self.monets.device)]
-            if self.dataset.painting_augment == "crop":
-                monets = self.crop_resized(monets, self.draw_crops(generator), self.draw_jitter(generator)[1])
-            else:
-                monets = self.augment(monets, self.draw_jitter(generator))
-            if self.dataset.painting_augment == "rot90":
-                turns = torch.randint(4, (self.batch_size,), generator=generator)[self.share]
-                monets = torch.stack([torch.rot90(m, int(k), dims=(-2, -1)) for m, k in zip(monets, turns)])
+            monets = self.augment(self.monets[monet_index.to(self.monets.device)], self.draw_jitter(generator))
             yield self.augment(self.photos[photo_index.to(self.photos.device)], photo_jitter), monets
 
     def draw_jitter(self, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -385,25 +360,6 @@ class InMemoryLoader:
         corners = torch.randint(0, self.load_size - self.image_size + 1, (self.batch_size, 2), generator=generator)
         flip = torch.rand(self.batch_size, generator=generator) < 0.5
         return corners[self.share], flip[self.share]
-
-    def draw_crops(self, generator: torch.Generator) -> torch.Tensor:
-        """Square crops of PAINTING_CROP_SCALE of the load-size area, as rows of (top, left, side),
-        for the whole global batch, this process's share of them."""
-        low, high = PAINTING_CROP_SCALE
-        area = low + (high - low) * torch.rand(self.batch_size, generator=generator)
-        sides = (self.load_size * area.sqrt()).round().long().clamp(1, self.load_size)
-        corners = (torch.rand(self.batch_size, 2, generator=generator) * (self.load_size - sides + 1)[:, None]).long()
-        return torch.cat([corners, sides[:, None]], dim=1)[self.share]
-
-    def crop_resized(self, images: torch.Tensor, crops: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
-        """Each image's drawn crop resized (bicubic, antialiased) to image_size, flipped where drawn, to [-1, 1]."""
-        size = [self.image_size, self.image_size]
-        resized = torch.stack([
-            resized_crop(image, int(top), int(left), int(side), int(side), size,
-                         interpolation=InterpolationMode.BICUBIC, antialias=True)
-            for image, (top, left, side) in zip(images, crops.tolist())])
-        resized = torch.where(flip.to(images.device)[:, None, None, None], resized.flip(-1), resized)
-        return PIXEL_VALUES.to(images.device)[resized.long()]
 
     def augment(self, images: torch.Tensor, jitter: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         """Crop load_size images to image_size at the drawn corners, flip where drawn, to [-1, 1]."""

