@@ -79,9 +79,9 @@ def prepare(args) -> int:
     from monet_utils.data import MONET_DIR, PHOTO_DIR, list_images, split_paintings
 
     data, bundle = Path(args.data or SHARED_DATA), Path(args.bundle)
-    if args.long_photos:  # bench_quality --long's training photos, in its order, and every painting
-        from bench_quality import long_photos
-        photos, holdout = long_photos(list_images(data / PHOTO_DIR), args.long_photos), 0
+    if args.long_photos:  # the quality benchmark's training photos, in its order, and every painting
+        from benchmarks.quality.runs import training_photos
+        photos, holdout = training_photos(list_images(data / PHOTO_DIR), args.long_photos), 0
     else:
         photos, holdout = sorted(random.Random(0).sample(list_images(data / PHOTO_DIR), args.photos)), args.holdout
     paintings, held_out = split_paintings(list_images(data / MONET_DIR), holdout)
@@ -321,8 +321,8 @@ def main(argv=None) -> int:
     prep.add_argument("--bundle", default=str(BUNDLE))
     prep.add_argument("--photos", type=int, default=1000)
     prep.add_argument("--long-photos", type=int, default=0,
-                      help="instead: bench_quality.py --long's first N training photos, their order in "
-                           "photo_order.json, and every painting (the benchmark holds out its own)")
+                      help="instead: the quality benchmark's first N training photos (benchmarks/quality), their "
+                           "order in photo_order.json, and every painting (the benchmark holds out its own)")
     prep.add_argument("--holdout", type=int, default=HOLDOUT)
     prep.add_argument("--limit-mib", type=float, default=LIMIT_MIB)
     prep.add_argument("--no-wheels", action="store_true", help="data only (no package index needed)")

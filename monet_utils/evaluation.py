@@ -1,8 +1,9 @@
 """Quality while training: the FID and MiFID of the photo -> Monet generator on a fixed set of
-`eval_photos` photos, every `eval_every` epochs and/or `eval_minutes` (the loop decides when:
-`CycleGANTrainer.fit`), each with its sample grid, samples/step_<N>.png. The reference is the
-held-out paintings when there are some, else the training paintings; the memorization term is
-measured against the training paintings (fid.py). Under torchrun only process 0 scores.
+`eval_photos` photos, every `eval_every` epochs, `eval_steps` steps and/or `eval_minutes` (the
+loop decides when: `CycleGANTrainer.fit`), each with its sample grid, samples/step_<N>.png. The
+reference is the held-out paintings when there are some, else the training paintings; the
+memorization term is measured against the training paintings (fid.py). Under torchrun only
+process 0 scores.
 """
 from __future__ import annotations
 
@@ -38,10 +39,11 @@ class Evaluator:
 
     @classmethod
     def for_run(cls, config, dataset, device: torch.device, rank: int = 0) -> "Evaluator | None":
-        """An evaluator when `eval_every` or `eval_minutes` asks for one and an Inception network is
-        there offline (the same answer on every process); else None, said in one line. The network
-        is loaded now: a file that does not load stops the run before it trains (ConfigError)."""
-        if not (config.eval_every or config.eval_minutes):
+        """An evaluator when `eval_every`, `eval_steps` or `eval_minutes` asks for one and an
+        Inception network is there offline (the same answer on every process); else None, said in
+        one line. The network is loaded now: a file that does not load stops the run before it
+        trains (ConfigError)."""
+        if not config.evaluates:
             return None
         network_file = feature_network_file_of(config)
         if network_file is None:
@@ -79,7 +81,7 @@ class Evaluator:
 
     def score(self, translations) -> dict:
         """FID and MiFID of uint8 batches of the chosen photos' translations (`translations`, or
-        ones made elsewhere: benchmarks/bench_quality.py --score-recorded)."""
+        ones made elsewhere: `python -m benchmarks.quality score`)."""
         self.load()
         scores = fid_scores(self.reference, self.features(translations, "generated"), memorized_features=self.memorized)
         return {"fid": scores["fid"], "mifid": scores["mifid"]}
@@ -122,5 +124,5 @@ def check_fid_weights(config, estimate: bool = False) -> None:
     """Before anything runs: an `fid_weights` file that evaluation (or, with `estimate`, the
     notebook's score estimate) would load, loaded now, so a wrong one stops the run with nothing
     written (ConfigError naming the file)."""
-    if config.fid_weights and (estimate or config.eval_every or config.eval_minutes):
+    if config.fid_weights and (estimate or config.evaluates):
         load_network_of(config, feature_network_file_of(config))

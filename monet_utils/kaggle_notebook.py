@@ -28,7 +28,7 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 # The repository-side tools (papermill runs, sweeps, this builder, the CLI) are not needed on Kaggle.
 LEFT_OUT = {"__main__.py", "runner.py", "sweep.py", "kaggle_notebook.py"}
 # The Kaggle notebook's defaults, where they differ from the seed's: the best recipe measured by
-# benchmarks/bench_quality.py, planned to fit one session of Kaggle's 12 hours.
+# the quality benchmark (benchmarks/quality), planned to fit a session's 300 minutes.
 KAGGLE_DEFAULTS = {
     "output_dir": ('"/kaggle/working"', "Kaggle keeps what is written here"),
     "epochs": ("0", "as many as the time budget allows, half of them decaying"),
@@ -36,8 +36,8 @@ KAGGLE_DEFAULTS = {
     "time_budget_hours": ("4.75", "the whole run from the kernel's start, set-up included; 15 of Kaggle's 300 min "
                                   "are left for what its clock counts outside the kernel"),
     "resume_from": ('"auto"', "a previous session's checkpoint, when its output is attached"),
-    "generator": ('"unet"', "fastest to learn of bench_quality.py's recipes; 22 of the ResNet's 99 GFLOP per image"),
-    "upsampling": ('"resize_conv"', "no dot mosaic, at the transposed convs' FID (bench_quality.py --long)"),
+    "generator": ('"unet"', "fastest to learn of the benchmark's recipes; 22 of the ResNet's 99 GFLOP per image"),
+    "upsampling": ('"resize_conv"', "no dot mosaic, at the transposed convs' FID (benchmarks/quality)"),
     "eval_minutes": ("20.0", "about 13 evaluations in the run, each seconds on a GPU (the run prints their share)"),
 }
 

@@ -158,7 +158,7 @@ class CycleGANTrainer:
         """Train to `epochs` (or `max_steps`), checkpointing as it goes; resumes (`resume`).
         `loader` comes from `data.make_train_loader`. With an `evaluation.Evaluator` (every process
         passes one, or none), the generator is scored every `eval_every` epochs, every
-        `eval_minutes`, and at the end (`evaluate`). With `time_budget_hours`, training stops
+        `eval_steps` steps, every `eval_minutes`, and at the end (`evaluate`). With `time_budget_hours`, training stops
         when the session's training time is spent (`out_of_time`), with a checkpoint to continue
         from, and `epochs=0` is planned after the first steps to fit the budget. SIGINT (Ctrl-C,
         Jupyter's interrupt) or SIGTERM stops it after the current step with a checkpoint
@@ -209,7 +209,8 @@ class CycleGANTrainer:
                     epoch_ends = self.epoch_step == loader.steps_per_epoch  # saved below in any case
                     if evaluator and not stopping and (
                             evaluation_due or self.step >= total or self.out_of_time
-                            or (epoch_ends and cfg.eval_every and (self.epoch + 1) % cfg.eval_every == 0)):
+                            or (epoch_ends and cfg.eval_every and (self.epoch + 1) % cfg.eval_every == 0)
+                            or (cfg.eval_steps and self.step % cfg.eval_steps == 0)):
                         line = self.evaluate(evaluator, board)
                         if self.rank == 0:
                             bar.write(line)
@@ -360,8 +361,8 @@ class CycleGANTrainer:
                 self.best = None
         if self.config.submit_from == "latest":
             why = "submit_from='latest'"
-        elif not (self.config.eval_every or self.config.eval_minutes):
-            why = "no evaluations to choose from: eval_every and eval_minutes are 0"
+        elif not self.config.evaluates:
+            why = "no evaluations to choose from: eval_every, eval_steps and eval_minutes are 0"
         else:
             why = "no readable best.pt"
         print(f"Submitting the generator as trained last, step {self.step:,} ({why})")

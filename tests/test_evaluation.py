@@ -85,6 +85,16 @@ def test_eval_minutes_follow_the_clock(eval_config, dataset_dir, monkeypatch):
     assert [e["step"] for e in trainer.evaluations] == [2, 4, 6]
 
 
+def test_eval_steps_count_optimizer_steps_across_epochs_and_resumes(eval_config, dataset_dir):
+    """Every 4 steps (epochs of 3 do not divide them), and at the end; a resumed run keeps the count."""
+    config = eval_config.replace(eval_steps=4, epochs=4, max_steps=9)
+    assert [e["step"] for e in fit(config, dataset_dir).evaluations] == [4, 8, 9]
+    resumed = fit(config.replace(max_steps=12), dataset_dir)
+    assert [e["step"] for e in resumed.evaluations] == [4, 8, 9, 12]
+    with pytest.raises(ConfigError, match="'eval_steps' must be >= 0"):
+        eval_config.replace(eval_steps=-1)
+
+
 def best_generator_weights(trainer):
     return generator_weights(load_generator(trainer.best_path, device="cpu")[0])
 
@@ -115,7 +125,7 @@ def test_the_best_checkpoint_changes_only_when_the_fid_improves_also_after_a_res
 
 
 @pytest.mark.parametrize("changes, why", [
-    ({"eval_minutes": 0.0, "eval_every": 0}, "(no evaluations to choose from: eval_every and eval_minutes are 0)"),
+    ({"eval_minutes": 0.0, "eval_every": 0}, "(no evaluations to choose from: eval_every, eval_steps and eval_minutes are 0)"),
     ({"eval_minutes": 1.0}, "(no readable best.pt)"),
     ({"eval_minutes": 1.0, "submit_from": "latest"}, "(submit_from='latest')"),
 ])

@@ -73,17 +73,17 @@ def test_score_rates_the_translations_beside_the_untouched_photos(cpu_run, real_
 
 
 def test_prepare_for_the_long_benchmark_keeps_its_photos_in_order_and_every_painting(real_looking_data, tmp_path):
-    """bench_quality --long on the GPU must train on the photos, in the order, that it trains on here,
+    """The quality benchmark on the GPU must train on the photos, in the order, that it trains on here,
     and hold out the same paintings: so the bundle has its photos in order and every painting."""
     from monet_utils.data import list_images
-    from .test_bench_quality import bench_quality
+    from benchmarks.quality.runs import training_photos
 
     bundle = tmp_path / "bundle"
     done = subprocess.run([sys.executable, str(SCRIPT), "prepare", "--no-wheels", "--data", str(real_looking_data),
                            "--bundle", str(bundle), "--long-photos", "7"], cwd=REPO, capture_output=True, text=True,
                           timeout=120)
     assert done.returncode == 0, done.stderr
-    expected = [path.name for path in bench_quality.long_photos(list_images(real_looking_data / "photo_jpg"), 7)]
+    expected = [path.name for path in training_photos(list_images(real_looking_data / "photo_jpg"), 7)]
     assert json.loads((bundle / "photo_order.json").read_text()) == expected
     assert sorted(p.name for p in (bundle / "data" / "photo_jpg").iterdir()) == sorted(expected)
     assert len(list((bundle / "data" / "monet_jpg").iterdir())) == 6
