@@ -139,6 +139,15 @@ def make_grad_scaler(settings: SpeedSettings, device: torch.device) -> torch.amp
     return torch.amp.GradScaler(device.type, enabled=settings.amp == "fp16")
 
 
+def accelerate(networks: dict[str, torch.nn.Module], settings: SpeedSettings, device: torch.device) -> None:
+    """cuDNN's autotuner on a GPU (fixed input sizes: it picks the fastest kernels once), and
+    torch.compile of each network in place when `settings` ask for it."""
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    for name, net in networks.items():
+        compile_network(net, settings, name)
+
+
 def compile_network(net: torch.nn.Module, settings: SpeedSettings, name: str) -> None:
     """torch.compile in place (`nn.Module.compile`): the state_dict keys stay as they are, so
     checkpoints move freely between compiled and eager runs. A graph that fails to compile runs

@@ -16,11 +16,11 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from .acceleration import SpeedSettings, autocast, compile_network, make_grad_scaler
+from .acceleration import SpeedSettings, autocast, make_grad_scaler
 from .checkpoints import load_network
 from .config import CycleGANConfig
 from .diffaugment import diff_augment
-from .distributed import gather, mean_over_ranks, wrap
+from .distributed import mean_over_ranks
 from .image_pool import ImagePool
 from .losses import GANLoss
 from .models import build_discriminator, build_generator, init_weights
@@ -70,8 +70,6 @@ class CycleGAN:
     def __init__(self, config: CycleGANConfig, device: torch.device, speed: SpeedSettings, rank: int = 0):
         """`rank` is this process's in a distributed run: its pools and random streams are its own."""
         self.config, self.device, self.speed, self.rank = config, device, speed, rank
-        if device.type == "cuda":
-            torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick the fastest kernels
         torch.manual_seed(config.seed)  # the same initial weights in every process (DDP broadcasts rank 0's anyway)
         make_g = lambda: build_generator(config, norm=speed.norm)  # noqa: E731
         make_d = lambda: build_discriminator(config, norm=speed.norm)  # noqa: E731
@@ -81,12 +79,9 @@ class CycleGAN:
             init_weights(make_d(), config.init_gain).to(device, memory_format=self.memory_format) for _ in "ab")
         if rank:  # then streams of their own: DiffAugment must not draw the same for both halves of a batch
             torch.manual_seed(process_seed(config.seed, rank))
-        for name, net in self.networks.items():
-            compile_network(net, speed, name)
-        # What the training step calls: each network in its own DistributedDataParallel in a
-        # distributed run, so the G step all-reduces only G gradients and the D step only D's.
-        self.G_photo2monet_replica, self.G_monet2photo_replica, self.D_monet_replica, self.D_photo_replica = (
-            wrap(net, device) for net in self.networks.values())
+        # What the training step calls for each network: the network itself, or in a distributed run
+        # the DistributedDataParallel replica that `distributed.replicate` puts in its place.
+        self.replicas = dict(self.networks)
         adam = dict(lr=config.lr, betas=(config.beta1, config.beta2), fused=speed.fused_adam or None)
         self.opt_G = torch.optim.Adam(
             itertools.chain(self.G_photo2monet.parameters(), self.G_monet2photo.parameters()), **adam)
@@ -125,7 +120,7 @@ class CycleGAN:
         # Generators: D weights are fixed so their gradients are not computed for nothing.
         set_requires_grad((self.D_monet, self.D_photo), False)
         self.opt_G.zero_grad(set_to_none=True)
-        G_photo2monet, G_monet2photo = self.G_photo2monet_replica, self.G_monet2photo_replica
+        G_photo2monet, G_monet2photo = self.replicas["G_photo2monet"], self.replicas["G_monet2photo"]
         with autocast(self.speed, self.device):
             fake_monet = G_photo2monet(real_photo)
             fake_photo = G_monet2photo(real_monet)
@@ -176,32 +171,29 @@ class CycleGAN:
     def discriminator_losses(self, real_photo, real_monet, fake_photo, fake_monet) -> dict[str, torch.Tensor]:
         """Both discriminators' losses on real images and (pooled) fakes."""
         with autocast(self.speed, self.device):
-            return {"D_monet": self.discriminator_loss(self.D_monet_replica, real_monet, fake_monet),
-                    "D_photo": self.discriminator_loss(self.D_photo_replica, real_photo, fake_photo)}
+            return {"D_monet": self.discriminator_loss(self.replicas["D_monet"], real_monet, fake_monet),
+                    "D_photo": self.discriminator_loss(self.replicas["D_photo"], real_photo, fake_photo)}
 
     def discriminator_loss(self, net, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
         return 0.5 * (self.gan_loss(self.judge(net, real), True) + self.gan_loss(self.judge(net, fake.detach()), False))
 
     def state_dict(self) -> dict:
-        """Weights, optimizers, every process's pools (a collective call), the loss scale."""
+        """Weights, optimizers, this process's pools, the loss scale."""
         return {
             "networks": {name: net.state_dict() for name, net in self.networks.items()},
             "opt_G": self.opt_G.state_dict(), "opt_D": self.opt_D.state_dict(),
-            "pools": gather({"monet": self.pool_monet.state_dict(), "photo": self.pool_photo.state_dict()}),
+            "pools": {"monet": self.pool_monet.state_dict(), "photo": self.pool_photo.state_dict()},
             "scaler": self.scaler.state_dict(), "skipped_total": self.skipped_total,
         }
 
     def load_state_dict(self, state: dict, path) -> None:
-        """What `state_dict` saved (`path` names the checkpoint in errors); this process's own pools."""
+        """What `state_dict` saved (`path` names the checkpoint in errors)."""
         for name, net in self.networks.items():
             load_network(net, state["networks"][name], name, path)
         for optimizer, saved in ((self.opt_G, state["opt_G"]), (self.opt_D, state["opt_D"])):
             load_optimizer(optimizer, saved)
-        # Checkpoints before distributed training held one process's pools as pool_monet/pool_photo.
-        pools = state.get("pools") or [{"monet": state["pool_monet"], "photo": state["pool_photo"]}]
-        mine = pools[self.rank % len(pools)]  # exact when resumed with as many processes as it was saved by
-        self.pool_monet.load_state_dict(mine["monet"], self.device)
-        self.pool_photo.load_state_dict(mine["photo"], self.device)
+        self.pool_monet.load_state_dict(state["pools"]["monet"], self.device)
+        self.pool_photo.load_state_dict(state["pools"]["photo"], self.device)
         if state["scaler"]:  # {} from a run without fp16: a T4 resuming an A100's run starts a fresh scale
             self.scaler.load_state_dict(state["scaler"])
         self.skipped_total = state["skipped_total"]

@@ -26,29 +26,6 @@ def rank_and_world() -> tuple[int, int]:
     return 0, 1
 
 
-def process_count(config: CycleGANConfig) -> int:
-    """How many training processes `config.gpus` asks for on this machine; a clear error when
-    it asks for more GPUs than torch sees."""
-    visible = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    on_cpu = config.device == "cpu" or (config.device == "auto" and not visible)
-    if torch.device(config.device if config.device != "auto" else "cpu").index is not None:
-        # cuda:N names one device (a sweep gives each parallel run its own): one process on it.
-        if config.gpus not in ("auto", 1):
-            raise ConfigError(f"config 'gpus' is {config.gpus} but 'device' is {config.device!r}, one device; "
-                              "use device='cuda' (or 'auto') to train on several")
-        return 1
-    if config.gpus == "auto":
-        return 1 if on_cpu else max(1, visible)
-    wanted = int(config.gpus)
-    if not on_cpu and wanted > visible:
-        raise ConfigError(f"config 'gpus' is {wanted} but torch sees {visible} CUDA device(s)")
-    if on_cpu and wanted > 1 and config.device != "cpu":
-        raise ConfigError(f"config 'gpus' is {wanted} but torch sees no CUDA device; set device='cpu' to "
-                          f"train with {wanted} CPU processes")
-    check_batch_split(config, wanted)
-    return wanted
-
-
 def check_batch_split(config: CycleGANConfig, processes: int) -> None:
     if config.batch_size % processes:
         raise ConfigError(f"config 'batch_size' ({config.batch_size}) must divide evenly over {processes} processes")
@@ -76,11 +53,13 @@ def init_process_group(config: CycleGANConfig) -> torch.device:
     return device
 
 
-def wrap(net: torch.nn.Module, device: torch.device) -> torch.nn.Module:
-    """`net` in its own DistributedDataParallel inside a process group, else itself."""
+def replicate(networks: dict[str, torch.nn.Module], device: torch.device) -> dict[str, torch.nn.Module]:
+    """Inside a process group, each network in its own DistributedDataParallel (so a generator step
+    all-reduces only the generators' gradients, a discriminator step only theirs); else the networks."""
     if rank_and_world()[1] == 1:
-        return net
-    return torch.nn.parallel.DistributedDataParallel(net, device_ids=[device] if device.type == "cuda" else None)
+        return dict(networks)
+    ids = [device] if device.type == "cuda" else None
+    return {name: torch.nn.parallel.DistributedDataParallel(net, device_ids=ids) for name, net in networks.items()}
 
 
 def any_rank(*flags: bool) -> list[bool]:

@@ -26,7 +26,7 @@ import torch
 from .checkpoints import CheckpointError, interrupted_message
 from .config import ConfigError, CycleGANConfig, parse_value, write_json
 from .data import DataError, build_dataset, check_data_fits, find_data_dir
-from .distributed import init_process_group, process_count
+from .distributed import check_batch_split, init_process_group
 from .evaluation import Evaluator, check_fid_weights
 from .time_budget import SESSION_STARTED_ENV, session_started
 from .torchrun import stop_with_parent
@@ -42,6 +42,29 @@ class WorkerError(RuntimeError):
 
 def under_torchrun() -> bool:
     return all(name in os.environ for name in WORLD_ENV)
+
+
+def process_count(config: CycleGANConfig) -> int:
+    """How many training processes `config.gpus` asks for on this machine; a clear error when
+    it asks for more GPUs than torch sees."""
+    visible = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    on_cpu = config.device == "cpu" or (config.device == "auto" and not visible)
+    if torch.device(config.device if config.device != "auto" else "cpu").index is not None:
+        # cuda:N names one device (a sweep gives each parallel run its own): one process on it.
+        if config.gpus not in ("auto", 1):
+            raise ConfigError(f"config 'gpus' is {config.gpus} but 'device' is {config.device!r}, one device; "
+                              "use device='cuda' (or 'auto') to train on several")
+        return 1
+    if config.gpus == "auto":
+        return 1 if on_cpu else max(1, visible)
+    wanted = int(config.gpus)
+    if not on_cpu and wanted > visible:
+        raise ConfigError(f"config 'gpus' is {wanted} but torch sees {visible} CUDA device(s)")
+    if on_cpu and wanted > 1 and config.device != "cpu":
+        raise ConfigError(f"config 'gpus' is {wanted} but torch sees no CUDA device; set device='cpu' to "
+                          f"train with {wanted} CPU processes")
+    check_batch_split(config, wanted)
+    return wanted
 
 
 def train(trainer: CycleGANTrainer, dataset, stream=None) -> list[dict]:

@@ -24,9 +24,9 @@ from .checkpoints import check_architecture, interrupted_message, read_checkpoin
 from .config import CycleGANConfig, ConfigError
 from .data import DataError, check_data_fits, find_data_dir
 from .demo_data import DEMO_DIR, make_demo_dataset
-from .distributed import process_count
 from .evaluation import check_fid_weights
 from .files import WriteError, write_atomically
+from .launch import process_count
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK = REPO_ROOT / "notebooks" / "monet_cyclegan.ipynb"

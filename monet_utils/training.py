@@ -21,13 +21,13 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import torch
 
-from .acceleration import resolve_device, resolve_speed
+from .acceleration import accelerate, resolve_device, resolve_speed
 from .checkpoints import (CheckpointError, check_architecture, load_generator, read_checkpoint, resume_from_path,
                           write_checkpoint)
 from .config import CycleGANConfig
 from .cyclegan import LOSS_NAMES, CycleGAN
 from .data import make_train_loader
-from .distributed import any_rank, from_first_rank, gather, mean_over_ranks, rank_and_world
+from .distributed import any_rank, from_first_rank, gather, mean_over_ranks, rank_and_world, replicate
 from .files import write_atomically
 from .progress import SHARE_AFTER_SECONDS, progress_bar
 from .tensorboard_log import TensorBoardLog
@@ -96,6 +96,8 @@ class CycleGANTrainer:
         self.rank, self.world_size = rank_and_world()
         self.speed = resolve_speed(config, self.device)
         self.model = CycleGAN(self.config, self.device, self.speed, self.rank)
+        accelerate(self.model.networks, self.speed, self.device)
+        self.model.replicas = replicate(self.model.networks, self.device)
         # A plain function, not the bound method: LambdaLR then leaves it out of its state_dict.
         self.sched_G, self.sched_D = (torch.optim.lr_scheduler.LambdaLR(opt, lambda epoch: self.lr_factor(epoch))
                                       for opt in (self.model.opt_G, self.model.opt_D))
@@ -375,8 +377,9 @@ class CycleGANTrainer:
 
     def state_dict(self) -> dict:
         """Everything a resumed run needs; `pools` holds every process's pools (a collective call)."""
+        model = self.model.state_dict()
         return {
-            "config": self.config.to_dict(), **self.model.state_dict(),
+            "config": self.config.to_dict(), **model, "pools": gather(model["pools"]),  # by rank
             "sched_G": self.sched_G.state_dict(), "sched_D": self.sched_D.state_dict(),
             "rng": gather(rng_state(self.device)),  # every process's own streams, by rank
             "step": self.step, "epoch": self.epoch, "epoch_step": self.epoch_step,
@@ -396,10 +399,13 @@ class CycleGANTrainer:
     def load(self, path: str | os.PathLike) -> None:
         state = read_checkpoint(path)
         check_architecture(state["config"], self.config, path)
-        self.model.load_state_dict(state, path)
+        # Checkpoints before distributed training held one process's pools as pool_monet/pool_photo.
+        pools = state.get("pools") or [{"monet": state["pool_monet"], "photo": state["pool_photo"]}]
+        mine = pools[self.rank % len(pools)]  # exact when resumed with as many processes as it was saved by
+        self.model.load_state_dict({**state, "pools": mine}, path)
         self.sched_G.load_state_dict(state["sched_G"])
         self.sched_D.load_state_dict(state["sched_D"])
-        self.processes = len(state.get("pools") or [None])  # who trained it: torchrun's workers, for the notebook
+        self.processes = len(pools)  # who trained it: torchrun's workers, for the notebook
         restore_rng(state, self.rank, self.device)
         self.step, self.epoch, self.epoch_step = state["step"], state["epoch"], state["epoch_step"]
         self.train_seconds, self.history = state["train_seconds"], state["history"]

@@ -20,7 +20,7 @@ if importlib.util.find_spec("tensorboard"):
 
 from monet_utils.checkpoints import read_checkpoint
 from monet_utils.config import ConfigError, CycleGANConfig
-from monet_utils.distributed import process_count
+from monet_utils.launch import process_count
 from monet_utils.kaggle_notebook import KAGGLE_NOTEBOOK
 from monet_utils.cyclegan import LOSS_NAMES
 from monet_utils.training import CycleGANTrainer
