@@ -69,7 +69,7 @@ class CycleGAN:
 
     def __init__(self, config: CycleGANConfig, device: torch.device, speed: SpeedSettings, rank: int = 0):
         """`rank` is this process's in a distributed run: its pools and random streams are its own."""
-        self.config, self.device, self.speed, self.rank = config, device, speed, rank
+        self.config, self.device, self.speed = config, device, speed
         torch.manual_seed(config.seed)  # the same initial weights in every process (DDP broadcasts rank 0's anyway)
         make_g = lambda: build_generator(config, norm=speed.norm)  # noqa: E731
         make_d = lambda: build_discriminator(config, norm=speed.norm)  # noqa: E731

@@ -7,6 +7,7 @@ process 0 scores.
 """
 from __future__ import annotations
 
+import contextlib
 import random
 import time
 from pathlib import Path
@@ -64,19 +65,11 @@ class Evaluator:
         """FID and MiFID of the generator as it is now, and the sample grid (saved; the caller closes
         the figure). The generators' modes are kept."""
         started = time.perf_counter()
-        modes = G_photo2monet.training, G_monet2photo.training
-        G_photo2monet.eval()
-        G_monet2photo.eval()
-        # Eager: a compiled generator would compile again for eval mode and for each new batch size.
-        try:
-            with torch.compiler.set_stance("force_eager"):
-                scores = self.score(self.translations(G_photo2monet))
-                size = self.config.image_size
-                grid = plot_samples(G_photo2monet, G_monet2photo, load_images(self.photo_paths[:SAMPLES], size),
-                                    load_images(self.sample_paintings, size), path=samples_dir / f"step_{step}.png")
-        finally:
-            G_photo2monet.train(modes[0])
-            G_monet2photo.train(modes[1])
+        with evaluating(G_photo2monet, G_monet2photo):
+            scores = self.score(self.translations(G_photo2monet))
+            size = self.config.image_size
+            grid = plot_samples(G_photo2monet, G_monet2photo, load_images(self.photo_paths[:SAMPLES], size),
+                                load_images(self.sample_paintings, size), path=samples_dir / f"step_{step}.png")
         return {**scores, "seconds": time.perf_counter() - started}, grid
 
     def score(self, translations) -> dict:
@@ -103,6 +96,21 @@ class Evaluator:
 
     def features(self, batches, desc: str) -> torch.Tensor:
         return extract_features(self.network, batches, self.device, desc, progress=False)
+
+
+@contextlib.contextmanager
+def evaluating(*generators):
+    """The generators in eval mode, run eagerly (a compiled one would compile again for eval mode
+    and for each new batch size); their modes restored after."""
+    modes = [generator.training for generator in generators]
+    for generator in generators:
+        generator.eval()
+    try:
+        with torch.compiler.set_stance("force_eager"):
+            yield
+    finally:
+        for generator, mode in zip(generators, modes):
+            generator.train(mode)
 
 
 def feature_network_file_of(config) -> Path | None:

@@ -159,10 +159,10 @@ class CycleGANTrainer:
     def fit(self, loader, resume: bool = True, progress: bool = True, evaluator=None) -> list[dict]:
         """Train to `epochs` (or `max_steps`), checkpointing as it goes; resumes (`resume`).
         `loader` comes from `data.make_train_loader`. With an `evaluation.Evaluator` (every process
-        passes one, or none), the generator is scored every `eval_every` epochs, every
-        `eval_steps` steps, every `eval_minutes`, and at the end (`evaluate`). With `time_budget_hours`, training stops
-        when the session's training time is spent (`out_of_time`), with a checkpoint to continue
-        from, and `epochs=0` is planned after the first steps to fit the budget. SIGINT (Ctrl-C,
+        passes one, or none), the generator is scored every `eval_every` epochs, every `eval_steps`
+        steps, every `eval_minutes`, and at the end (`evaluate`). With `time_budget_hours`,
+        training stops when the session's training time is spent (`out_of_time`), with a
+        checkpoint to continue from, and `epochs=0` is planned after the first steps to fit the budget. SIGINT (Ctrl-C,
         Jupyter's interrupt) or SIGTERM stops it after the current step with a checkpoint
         saved, then raises TrainingInterrupted."""
         cfg = self.config

@@ -137,3 +137,8 @@ def test_the_command_trains_what_is_not_done_and_reports_every_run(tmp_path, fea
     assert sorted(finished) == [f"{RECIPE}, 32px, 0.2 min on CPU", f"{RECIPE}, 32px, 4 epochs on CPU"]
     assert (tmp_path / "bench" / "curve.png").stat().st_size > 0
     assert all(name in planned for name in finished)  # the table
+
+
+def test_a_data_folder_that_is_not_there_is_named(tmp_path, capsys):
+    assert main(["train", "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "bench")]) == 2
+    assert f"data_dir {tmp_path / 'nowhere'}: does not exist" in capsys.readouterr().err

@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 import argparse
-import os
+import dataclasses
 import sys
 import tempfile
 from pathlib import Path
 
-from monet_utils.data import find_data_dir
+from monet_utils.data import DataError, find_data_dir
 from monet_utils.fid import feature_network_file
 
 from . import __doc__ as PACKAGE_DOC
@@ -15,7 +15,6 @@ from .report import finished_runs, plot_curve, print_table
 from .runs import Plan, load_recipes, record, score_recorded, train_and_evaluate, slug
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-USER_DATA = REPO_ROOT / "data" / "gan-getting-started"  # where README's users keep it
 OUT = REPO_ROOT / "outputs" / "bench_quality"
 
 
@@ -30,8 +29,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     scorer.add_argument("folder", help="a folder of `record`'s zips")
     reporter = commands.add_parser("report", help="the table and curve.png of every finished run")
     for command in (train, recorder, scorer):
-        command.add_argument("--data", default="", help=f"the gan-getting-started folder (default: $DATA_DIR, "
-                                                        f"then {USER_DATA.relative_to(REPO_ROOT)})")
+        command.add_argument("--data", default="", help="the gan-getting-started folder (default: $DATA_DIR, "
+                                                        "Kaggle's inputs, then data/gan-getting-started)")
         command.add_argument("--size", type=int, default=Plan.size, help="training and evaluation size (default 256)")
         command.add_argument("--photos", type=int, default=Plan.photos, help="training photos (default 2000)")
         command.add_argument("--holdout", type=int, default=Plan.holdout,
@@ -67,16 +66,9 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def make_plan(args, data: Path) -> Plan:
-    return Plan(data=data, size=args.size, photos=args.photos, holdout=args.holdout, eval_photos=args.eval_photos,
-                photo_order=args.photo_order, **{name: getattr(args, name) for name in (
-                    "eval_steps", "epochs", "minutes", "ngf", "device", "device_speed") if hasattr(args, name)})
-
-
-def data_dir(explicit: str) -> Path | None:
-    for candidate in (explicit, os.environ.get("DATA_DIR"), USER_DATA):
-        if candidate and Path(candidate).is_dir():
-            return find_data_dir(candidate)
-    return None
+    """The plan of the options this command has; the others keep Plan's defaults."""
+    options = {field.name for field in dataclasses.fields(Plan)} - {"data"}
+    return Plan(**{name: value for name, value in vars(args).items() if name in options}, data=data)
 
 
 def main(argv=None) -> int:
@@ -84,11 +76,11 @@ def main(argv=None) -> int:
     out = Path(args.out)
     if args.command == "report":
         return report(out)
-    data = data_dir(args.data)
-    if data is None:
-        print(f"bench_quality: no competition data (tried --data, $DATA_DIR, {USER_DATA}); nothing to measure.")
-        return 0
-    plan = make_plan(args, data)
+    try:
+        plan = make_plan(args, find_data_dir(args.data or None))
+    except DataError as err:
+        print(f"python -m benchmarks.quality: {err}", file=sys.stderr)
+        return 2
     if args.command == "record":
         with tempfile.TemporaryDirectory() as scratch:  # the runs' checkpoints stay behind
             for name in args.recipes.split(","):

@@ -21,7 +21,7 @@ from monet_utils.acceleration import resolve_device
 from monet_utils.checkpoints import load_generator
 from monet_utils.config import CycleGANConfig, write_json
 from monet_utils.data import build_dataset, decode_all, load_images, to_uint8
-from monet_utils.evaluation import Evaluator
+from monet_utils.evaluation import Evaluator, evaluating
 from monet_utils.fid import fid_scores
 from monet_utils.time_budget import SESSION_STARTED_ENV
 from monet_utils.training import CycleGANTrainer
@@ -139,10 +139,8 @@ class RecordingTrainer(CycleGANTrainer):
     run: dict
 
     def evaluate(self, evaluator, board=None) -> str:
-        generator = self.model.G_photo2monet
-        generator.eval()
-        translations = torch.cat(list(evaluator.translations(generator)))
-        generator.train()
+        with evaluating(self.model.G_photo2monet):
+            translations = torch.cat(list(evaluator.translations(self.model.G_photo2monet)))
         state = {**self.run, "step": self.step, "epoch": self.epoch, "epochs": self.config.epochs,
                  "train_seconds": round(self.train_seconds, 1)}
         with zipfile.ZipFile(self.archive, "a") as files:  # whole after each evaluation, should the run be cut off
