@@ -92,7 +92,14 @@ def checkpoint_config(state: dict, path) -> CycleGANConfig:
 
 def check_architecture(saved: dict, config: CycleGANConfig, path) -> None:
     saved = CycleGANConfig().to_dict() | saved  # keys added since the checkpoint was written have their defaults
+    if saved["model"] != config.model:
+        raise CheckpointError(f"checkpoint {path} holds a {saved['model']!r} model, and this config trains "
+                              f"model={config.model!r}: set model={saved['model']!r} to resume it, or train "
+                              f"{config.model!r} in another output_dir")
     differ = {k: (saved[k], getattr(config, k)) for k in ARCHITECTURE_KEYS if saved[k] != getattr(config, k)}
+    antialiased = CycleGANConfig(model=saved["model"], antialias=saved["antialias"]).antialiased
+    if antialiased != config.antialiased:
+        differ["antialias"] = ("on" if antialiased else "off", "on" if config.antialiased else "off")
     if differ:
         detail = ", ".join(f"{k}: checkpoint {a} vs config {b}" for k, (a, b) in differ.items())
         raise CheckpointError(f"checkpoint {path} was made for another architecture ({detail})")
@@ -114,5 +121,8 @@ def load_generator(path: str | os.PathLike, direction: str = "photo2monet", devi
     config = checkpoint_config(state, path)
     generator = build_generator(config)
     name = f"G_{direction}"
+    if name not in state["networks"]:
+        raise CheckpointError(f"checkpoint {path} holds no {name} generator: a {config.model!r} model "
+                              f"translates photo2monet only")
     load_network(generator, state["networks"][name], name, path)
     return generator.to(resolve_device(device)).eval(), config

@@ -29,6 +29,9 @@ RETIRED_FIELDS = {"real_label": 1.0, "painting_augment": "reference", "d_lr_fact
 
 @dataclass
 class CycleGANConfig:
+    # The model: "cyclegan" (the seed's), or "cut" / "fastcut" (Park et al. 2020; cut.py), which use the
+    # ResNet generator and ignore cycle_lambda, identity_weight and pool_size (the CUT reference has no pool).
+    model: str = "cyclegan"
     # Seed notebook's hyperparameters.
     batch_size: int = 4
     epochs: int = 1  # 0: as many as `time_budget_hours` allows, planned from the measured step time
@@ -54,6 +57,7 @@ class CycleGANConfig:
     upsampling: str = "transposed"  # "transposed" convs or, adopted, "resize_conv" (nearest x2 + conv: Odena et al.)
     diffaugment: str = ""  # DiffAugment (Zhao et al. 2020) before each discriminator, as public Monet notebooks use it
     d_layers: int = 3  # the discriminators' stride-2 convs (the reference's n_layers_D): 3 is 70x70 patches, 2 34x34
+    antialias: str = "auto"  # blurred down/upsampling in G and D, the CUT reference's; "auto": on for cut/fastcut
     holdout_paintings: int = 0  # paintings kept out of training, the estimate's FID reference (a fixed choice)
     # Quality while training (evaluation.py): FID/MiFID on a fixed set of photos, the best checkpoint kept.
     eval_every: int = 0  # epochs between evaluations; 0 = not by epochs
@@ -148,7 +152,8 @@ class CycleGANConfig:
         if self.generator == "unet" and self.image_size % 32:
             raise ConfigError(f"config 'generator'='unet' needs 'image_size' a multiple of 32 (five halvings), "
                               f"got {self.image_size}")
-        choices = {"amp": ("auto", "off", "bf16", "fp16"), "channels_last": ("auto", "on", "off"),
+        choices = {"model": ("cyclegan", "cut", "fastcut"), "antialias": ("auto", "on", "off"),
+                   "amp": ("auto", "off", "bf16", "fp16"), "channels_last": ("auto", "on", "off"),
                    "compile": ("auto", "on", "off"), "fused_adam": ("auto", "on", "off"),
                    "data_path": ("auto", "memory", "loader"), "norm": ("instance", "group"),
                    "generator": ("resnet", "unet"), "upsampling": ("transposed", "resize_conv"),
@@ -156,6 +161,12 @@ class CycleGANConfig:
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"config '{name}' must be one of {allowed}, got {getattr(self, name)!r}")
+        if self.model != "cyclegan" and self.generator != "resnet":
+            raise ConfigError(f"config 'model'={self.model!r} needs generator='resnet' (got {self.generator!r}): "
+                              f"PatchNCE compares the ResNet encoder's layers, which the U-Net does not have")
+        if self.model != "cyclegan" and self.n_res_blocks < 5:
+            raise ConfigError(f"config 'model'={self.model!r} needs 'n_res_blocks' >= 5 (got {self.n_res_blocks}): "
+                              f"PatchNCE reads the encoder up to the fifth residual block")
         if self.gpus != "auto" and (not isinstance(self.gpus, int) or isinstance(self.gpus, bool) or self.gpus < 1):
             raise ConfigError(f"config 'gpus' must be 'auto' or a positive integer, got {self.gpus!r}")
         if self.holdout_paintings == 1:
@@ -171,6 +182,11 @@ class CycleGANConfig:
     @property
     def identity_lambda(self) -> float:
         return self.identity_weight * self.cycle_lambda
+
+    @property
+    def antialiased(self) -> bool:
+        """`antialias` resolved: "auto" is the model's reference default (CUT's code blurs, CycleGAN's does not)."""
+        return self.antialias == "on" or (self.antialias == "auto" and self.model != "cyclegan")
 
     @property
     def evaluates(self) -> bool:

@@ -63,7 +63,7 @@ class Evaluator:
 
     def evaluate(self, G_photo2monet, G_monet2photo, step: int, samples_dir: Path) -> tuple[dict, plt.Figure]:
         """FID and MiFID of the generator as it is now, and the sample grid (saved; the caller closes
-        the figure). The generators' modes are kept."""
+        the figure). `G_monet2photo` is None for CUT. The generators' modes are kept."""
         started = time.perf_counter()
         with evaluating(G_photo2monet, G_monet2photo):
             scores = self.score(self.translations(G_photo2monet))
@@ -102,6 +102,7 @@ class Evaluator:
 def evaluating(*generators):
     """The generators in eval mode, run eagerly (a compiled one would compile again for eval mode
     and for each new batch size); their modes restored after."""
+    generators = [generator for generator in generators if generator is not None]
     modes = [generator.training for generator in generators]
     for generator in generators:
         generator.eval()

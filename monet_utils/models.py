@@ -1,5 +1,6 @@
 """ResNet generator and 70x70 PatchGAN discriminator of Zhu et al. 2017 (arXiv:1703.10593),
-and the reference code's U-Net generator as an option.
+the reference code's U-Net generator as an option, and the CUT reference's anti-aliased
+resampling (`antialias`: its default for CUT and FastCUT).
 
 Layer for layer the reference implementation's `ResnetGenerator`, `UnetGenerator` (no dropout,
 as CycleGAN trains it) and `NLayerDiscriminator` (n_layers=3) with `norm='instance'`:
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 
 def norm_layer(channels: int, kind: str = "instance") -> nn.Module:
@@ -54,27 +56,82 @@ def upsample(in_ch: int, out_ch: int, kind: str = "transposed", **transposed_arg
     raise ValueError(f"upsampling must be 'transposed' or 'resize_conv', got {kind!r}")
 
 
+def binomial_kernel(taps: tuple[float, ...], channels: int, gain: float = 1.0) -> torch.Tensor:
+    """The separable binomial filter of `taps`, normalised to sum to `gain`, one per channel."""
+    row = torch.tensor(taps)
+    kernel = torch.outer(row, row)
+    return (kernel * gain / kernel.sum()).expand(channels, 1, len(taps), len(taps)).clone()
+
+
+class BlurDownsample(nn.Module):
+    """Half the size without aliasing (Zhang 2019, arXiv:1904.11486): blur with the [1, 2, 1]
+    binomial filter, then keep every other pixel; the CUT reference's `Downsample`."""
+
+    kernel_size, stride = (3, 3), (2, 2)  # for `receptive_field`
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.register_buffer("kernel", binomial_kernel((1.0, 2.0, 1.0), channels), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(F.pad(x, (1, 1, 1, 1), mode="reflect"), self.kernel, stride=2, groups=x.shape[1])
+
+
+class BlurUpsample(nn.Module):
+    """Twice the size: a stride-2 transposed conv with the [1, 3, 3, 1] binomial filter (x4, which
+    keeps the mean), over the input with its edge repeated once; the CUT reference's `Upsample`."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.register_buffer("kernel", binomial_kernel((1.0, 3.0, 3.0, 1.0), channels, gain=4.0), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.conv_transpose2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), self.kernel, stride=2, padding=2,
+                                 groups=x.shape[1])
+        return out[..., 1:-1, 1:-1]
+
+
 class ResnetGenerator(nn.Module):
-    """c7s1-64, d128, d256, n_res_blocks x R256, u128, u64, c7s1-3, tanh (paper's appendix 7.2)."""
+    """c7s1-64, d128, d256, n_res_blocks x R256, u128, u64, c7s1-3, tanh (paper's appendix 7.2).
+
+    `antialias` (the CUT reference's default): each stride-2 conv becomes a stride-1 conv, norm,
+    ReLU and a `BlurDownsample`, and each transposed conv a `BlurUpsample` and a 3x3 conv (with
+    upsampling="resize_conv" the resize conv stays). Layer indices are then the CUT reference's,
+    which PatchNCE's `layers` name.
+    """
 
     def __init__(self, ngf: int = 64, n_res_blocks: int = 9, channels: int = 3, norm: str = "instance",
-                 upsampling: str = "transposed"):
+                 upsampling: str = "transposed", antialias: bool = False):
         super().__init__()
         layers = [nn.ReflectionPad2d(3), *conv_norm_relu(channels, ngf, norm, kernel_size=7)]
         for mult in (1, 2):
-            layers += conv_norm_relu(ngf * mult, ngf * mult * 2, norm, kernel_size=3, stride=2, padding=1)
+            width = ngf * mult * 2
+            if antialias:
+                layers += [*conv_norm_relu(ngf * mult, width, norm, kernel_size=3, padding=1), BlurDownsample(width)]
+            else:
+                layers += conv_norm_relu(ngf * mult, width, norm, kernel_size=3, stride=2, padding=1)
         layers += [ResnetBlock(ngf * 4, norm) for _ in range(n_res_blocks)]
         for mult in (4, 2):
-            layers += [
-                upsample(ngf * mult, ngf * mult // 2, upsampling, kernel_size=3, padding=1, output_padding=1),
-                norm_layer(ngf * mult // 2, norm),
-                nn.ReLU(),
-            ]
+            width = ngf * mult // 2
+            if antialias and upsampling == "transposed":
+                layers += [BlurUpsample(ngf * mult), nn.Conv2d(ngf * mult, width, kernel_size=3, padding=1)]
+            else:
+                layers.append(upsample(ngf * mult, width, upsampling, kernel_size=3, padding=1, output_padding=1))
+            layers += [norm_layer(width, norm), nn.ReLU()]
         layers += [nn.ReflectionPad2d(3), nn.Conv2d(ngf, channels, kernel_size=7), nn.Tanh()]
         self.model = nn.Sequential(*layers)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x)
+    def forward(self, x: torch.Tensor, layers: tuple[int, ...] = ()) -> torch.Tensor | list[torch.Tensor]:
+        """The translation; or, given `layers`, the outputs of those layers (indices into
+        `model`, ascending), the layers after the last not run: PatchNCE's features."""
+        if not layers:
+            return self.model(x)
+        features = []
+        for index, layer in enumerate(self.model[:layers[-1] + 1]):
+            x = layer(x)
+            if index in layers:
+                features.append(x)
+        return features
 
 
 class UnetBlock(nn.Module):
@@ -139,7 +196,8 @@ def build_generator(config, norm: str | None = None) -> nn.Module:
     norm = norm or config.norm
     if config.generator == "unet":
         return UnetGenerator(config.ngf, unet_depth(config.image_size), norm=norm, upsampling=config.upsampling)
-    return ResnetGenerator(config.ngf, config.n_res_blocks, norm=norm, upsampling=config.upsampling)
+    return ResnetGenerator(config.ngf, config.n_res_blocks, norm=norm, upsampling=config.upsampling,
+                           antialias=config.antialiased)
 
 
 class PatchDiscriminator(nn.Module):
@@ -147,18 +205,22 @@ class PatchDiscriminator(nn.Module):
 
     256x256 in gives a 1x30x30 map. No InstanceNorm on the first layer (paper, section 7.2).
     `n_layers` is the reference's `n_layers_D`: 3 is the 70x70 PatchGAN; each layer fewer drops a
-    stride-2 conv (2: 34x34 patches, 1: 16x16).
+    stride-2 conv (2: 34x34 patches, 1: 16x16). `antialias` (the CUT reference's default): each
+    stride-2 conv becomes a stride-1 conv followed by a `BlurDownsample`, after its activation.
     """
 
-    def __init__(self, ndf: int = 64, channels: int = 3, norm: str = "instance", n_layers: int = 3):
+    def __init__(self, ndf: int = 64, channels: int = 3, norm: str = "instance", n_layers: int = 3,
+                 antialias: bool = False):
         super().__init__()
         leaky = lambda: nn.LeakyReLU(0.2)  # noqa: E731
+        stride = 1 if antialias else 2
+        blur = lambda width: [BlurDownsample(width)] if antialias else []  # noqa: E731
         widths = [ndf * min(2 ** n, 8) for n in range(n_layers + 1)]
-        layers = [nn.Conv2d(channels, ndf, kernel_size=4, stride=2, padding=1), leaky()]
+        layers = [nn.Conv2d(channels, ndf, kernel_size=4, stride=stride, padding=1), leaky(), *blur(ndf)]
         for n in range(1, n_layers + 1):  # the last of them keeps the size (stride 1)
-            stride = 2 if n < n_layers else 1
-            layers += [nn.Conv2d(widths[n - 1], widths[n], kernel_size=4, stride=stride, padding=1),
-                       norm_layer(widths[n], norm), leaky()]
+            last = n == n_layers
+            layers += [nn.Conv2d(widths[n - 1], widths[n], kernel_size=4, stride=1 if last else stride, padding=1),
+                       norm_layer(widths[n], norm), leaky(), *([] if last else blur(widths[n]))]
         self.model = nn.Sequential(*layers, nn.Conv2d(widths[-1], 1, kernel_size=4, stride=1, padding=1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -166,14 +228,15 @@ class PatchDiscriminator(nn.Module):
 
 
 def build_discriminator(config, norm: str | None = None) -> nn.Module:
-    """The discriminator `config` names (`ndf`, `d_layers`); `norm` overrides config.norm."""
-    return PatchDiscriminator(config.ndf, norm=norm or config.norm, n_layers=config.d_layers)
+    """The discriminator `config` names (`ndf`, `d_layers`, `antialias`); `norm` overrides config.norm."""
+    return PatchDiscriminator(config.ndf, norm=norm or config.norm, n_layers=config.d_layers,
+                              antialias=config.antialiased)
 
 
 def init_weights(net: nn.Module, gain: float = 0.02) -> nn.Module:
-    """N(0, gain) conv weights and zero biases, the reference's `init_type='normal'`."""
+    """N(0, gain) conv and linear weights and zero biases, the reference's `init_type='normal'`."""
     for module in net.modules():
-        if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
+        if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
             nn.init.normal_(module.weight, 0.0, gain)
             if module.bias is not None:
                 nn.init.zeros_(module.bias)
@@ -181,11 +244,11 @@ def init_weights(net: nn.Module, gain: float = 0.02) -> nn.Module:
 
 
 def receptive_field(net: nn.Module) -> int:
-    """Receptive field, in input pixels, of one output unit of a plain stack of convs."""
-    convs = [m for m in net.modules() if isinstance(m, nn.Conv2d)]
+    """Receptive field, in input pixels, of one output unit of a plain stack of convs (and blurs)."""
+    layers = [m for m in net.modules() if isinstance(m, (nn.Conv2d, BlurDownsample))]
     size = 1
-    for conv in reversed(convs):
-        size = (size - 1) * conv.stride[0] + conv.kernel_size[0]
+    for layer in reversed(layers):
+        size = (size - 1) * layer.stride[0] + layer.kernel_size[0]
     return size
 
 

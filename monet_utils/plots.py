@@ -11,9 +11,11 @@ import torch
 from .data import load_rgb, to_uint8_image
 from .files import write_atomically
 
-GENERATOR_TERMS = ("adv_photo2monet", "adv_monet2photo", "cycle_photo", "cycle_monet",
-                   "idt_photo2monet", "idt_monet2photo")
-DISCRIMINATOR_TERMS = ("D_monet", "D_photo")
+
+
+def loss_names(record: dict) -> list[str]:
+    """The losses of a history record (a model's `loss_names`, in order): all but step and epoch."""
+    return [name for name in record if name not in ("step", "epoch")]
 
 
 def save_figure(fig: plt.Figure, path: str | os.PathLike | None) -> None:
@@ -65,14 +67,18 @@ def smooth(values, window: int) -> np.ndarray:
 
 def plot_losses(history: list[dict], path=None, window: int | None = None, evaluations: list[dict] | None = None
                 ) -> plt.Figure:
-    """Smoothed loss curves: generator terms, then discriminators; with `evaluations` (the
-    trainer's), a third panel of FID and MiFID by step, the best marked."""
+    """Smoothed loss curves: generator terms (CUT's PatchNCE among them), then the discriminators'
+    (named D...); with `evaluations` (the trainer's), a third panel of FID and MiFID by step, the
+    best marked."""
     if not history:
         raise ValueError("plot_losses: the loss history is empty (no training steps were run)")
     steps = [record["step"] for record in history]
     window = window or max(1, len(history) // 50)
+    names = loss_names(history[0])
+    discriminator_terms = [name for name in names if name.startswith("D")]
+    generator_terms = [name for name in names if name not in discriminator_terms]
     fig, axes = plt.subplots(1, 3 if evaluations else 2, figsize=(19.5 if evaluations else 13, 4.5))
-    for ax, terms, title in zip(axes, (GENERATOR_TERMS, DISCRIMINATOR_TERMS), ("Generators", "Discriminators")):
+    for ax, terms, title in zip(axes, (generator_terms, discriminator_terms), ("Generators", "Discriminators")):
         for term in terms:
             ax.plot(steps, smooth([record[term] for record in history], window), label=term)
         ax.set(title=f"{title} (running mean over {window} steps)", xlabel="step", ylabel="loss")
@@ -95,14 +101,21 @@ def plot_losses(history: list[dict], path=None, window: int | None = None, evalu
 @torch.inference_mode()
 def plot_samples(G_photo2monet, G_monet2photo, photos: torch.Tensor, monets: torch.Tensor, path=None) -> plt.Figure:
     """Columns of samples; rows: photo, photo -> Monet, reconstructed photo, then painting,
-    painting -> photo, reconstructed painting. Inputs are normalised batches in [-1, 1]."""
+    painting -> photo, reconstructed painting. Without `G_monet2photo` (CUT has none): photo,
+    photo -> Monet, then painting and painting -> Monet (what CUT's identity term trains). Inputs
+    are normalised batches in [-1, 1]."""
     device = next(G_photo2monet.parameters()).device
     photos, monets = photos.to(device), monets.to(device)
-    fake_monet, fake_photo = G_photo2monet(photos), G_monet2photo(monets)
-    rows = [
-        ("photo", photos), ("photo -> Monet", fake_monet), ("reconstructed photo", G_monet2photo(fake_monet)),
-        ("Monet", monets), ("Monet -> photo", fake_photo), ("reconstructed Monet", G_photo2monet(fake_photo)),
-    ]
+    fake_monet = G_photo2monet(photos)
+    if G_monet2photo is None:
+        rows = [("photo", photos), ("photo -> Monet", fake_monet), ("Monet", monets),
+                ("Monet -> Monet", G_photo2monet(monets))]
+    else:
+        fake_photo = G_monet2photo(monets)
+        rows = [
+            ("photo", photos), ("photo -> Monet", fake_monet), ("reconstructed photo", G_monet2photo(fake_monet)),
+            ("Monet", monets), ("Monet -> photo", fake_photo), ("reconstructed Monet", G_photo2monet(fake_photo)),
+        ]
     columns = max(len(photos), len(monets))
     fig, axes = plt.subplots(len(rows), columns, figsize=(2.2 * columns, 2.2 * len(rows)), squeeze=False)
     for row, (label, images) in enumerate(rows):

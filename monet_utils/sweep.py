@@ -159,7 +159,8 @@ def run_row(out: Path, name: str, parameters: dict) -> dict:
     if status.get("status") == "completed" and metrics_path.exists():
         metrics = json.loads(metrics_path.read_text())
         row.update(steps=metrics["steps"], device=metrics["device"], seconds_per_step=metrics["seconds_per_step"],
-                   final_cycle=metrics["final"]["cycle_photo"] + metrics["final"]["cycle_monet"],
+                   final_cycle=(metrics["final"]["cycle_photo"] + metrics["final"]["cycle_monet"]
+                                if "cycle_photo" in metrics["final"] else None),  # CUT has no cycle
                    mifid=metrics.get("mifid"), best_fid=(metrics.get("best_evaluation") or {}).get("fid"))
         row.update({f"final_{k}": v for k, v in metrics["final"].items()})
         row.update({f"mean_{k}": v for k, v in metrics["mean"].items()})

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from .cyclegan import LOSS_NAMES
+from .plots import loss_names
 from .progress import SHARE_AFTER_SECONDS
 
 
@@ -92,7 +92,7 @@ class TensorBoardLog:
     def write_step(self, step: int, history: list[dict], learning_rates) -> None:
         now = time.perf_counter()
         window = [record for record in history[-self.every:] if record["step"] > step - self.every]
-        for name in LOSS_NAMES if window else ():
+        for name in loss_names(window[0]) if window else ():
             self.writer.add_scalar(f"loss/{name}", sum(r[name] for r in window) / len(window), step)
         for name, lr in learning_rates().items():
             self.writer.add_scalar(f"lr/{name}", lr, step)

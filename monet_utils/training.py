@@ -1,7 +1,7 @@
-"""The training loop around a `cyclegan.CycleGAN`: epochs and the LR schedule, checkpoints (every
+"""The training loop around a model (`cyclegan.CycleGAN`, or `cut.CUT` for CUT and FastCUT): epochs and the LR schedule, checkpoints (every
 `checkpoint_every` steps, every `checkpoint_minutes`, at each epoch's end and on the way out),
 stop requests (SIGINT, SIGTERM), the time plan, progress and metrics; and what a checkpoint
-holds, with resuming from one. The maths of a step is the model's (`CycleGAN.train_step`).
+holds, with resuming from one. The maths of a step is the model's (its `train_step`).
 """
 from __future__ import annotations
 
@@ -25,13 +25,17 @@ from .acceleration import accelerate, resolve_device, resolve_speed
 from .checkpoints import (CheckpointError, check_architecture, load_generator, read_checkpoint, resume_from_path,
                           write_checkpoint)
 from .config import CycleGANConfig
-from .cyclegan import LOSS_NAMES, CycleGAN
+from .cut import CUT
+from .cyclegan import CycleGAN
 from .data import make_train_loader
 from .distributed import any_rank, from_first_rank, gather, mean_over_ranks, rank_and_world, replicate
 from .files import write_atomically
 from .progress import SHARE_AFTER_SECONDS, progress_bar
 from .tensorboard_log import TensorBoardLog
 from .time_budget import PLAN_AFTER_STEPS, TimePlan, plan_schedule, session_started
+
+
+MODELS = {"cyclegan": CycleGAN, "cut": CUT, "fastcut": CUT}  # by config.model
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -95,7 +99,7 @@ class CycleGANTrainer:
         self.device = device or resolve_device(config.device)
         self.rank, self.world_size = rank_and_world()
         self.speed = resolve_speed(config, self.device)
-        self.model = CycleGAN(self.config, self.device, self.speed, self.rank)
+        self.model = MODELS[self.config.model](self.config, self.device, self.speed, self.rank)
         accelerate(self.model.networks, self.speed, self.device)
         self.model.replicas = replicate(self.model.networks, self.device)
         # A plain function, not the bound method: LambdaLR then leaves it out of its state_dict.
@@ -198,8 +202,8 @@ class CycleGANTrainer:
                     if board:
                         board.after_step(self.step, self.history, self.learning_rates)
                     bar.update()
-                    bar.set_postfix(epoch=self.epoch, G_cycle=f"{losses['cycle_photo']:.3f}",
-                                    D_monet=f"{losses['D_monet']:.3f}", refresh=False)
+                    bar.set_postfix(epoch=self.epoch, **{name: f"{losses[name]:.3f}"
+                                                         for name in self.model.progress_losses}, refresh=False)
                     self.train_seconds = time.perf_counter() - started
                     if planning and len(step_times) == min(PLAN_AFTER_STEPS, loader.steps_per_epoch):
                         planning = False
@@ -429,6 +433,6 @@ class CycleGANTrainer:
             "out_of_time": self.out_of_time,
             "evaluations": self.evaluations,
             "best_evaluation": self.best,
-            "final": {name: mean(tail, name) for name in LOSS_NAMES},
-            "mean": {name: mean(self.history, name) for name in LOSS_NAMES},
+            "final": {name: mean(tail, name) for name in self.model.loss_names},
+            "mean": {name: mean(self.history, name) for name in self.model.loss_names},
         }

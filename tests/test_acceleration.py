@@ -7,7 +7,7 @@ import torch
 from monet_utils import acceleration
 from monet_utils.acceleration import check_accelerator, resolve_speed
 from monet_utils.config import CycleGANConfig
-from monet_utils.cyclegan import NonFiniteLossError
+from monet_utils.gan_model import NonFiniteLossError
 from monet_utils.training import CycleGANTrainer
 
 from .test_training import fixed_batch, weights

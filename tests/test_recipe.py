@@ -110,9 +110,9 @@ def test_translation_shifts_and_cutout_zeroes_a_square():
 
 
 def test_discriminators_see_augmented_real_and_fake_images(tiny_config, monkeypatch):
-    from monet_utils import cyclegan
+    from monet_utils import gan_model
     calls = []
-    monkeypatch.setattr(cyclegan, "diff_augment", lambda images, policy: calls.append((policy, images)) or images)
+    monkeypatch.setattr(gan_model, "diff_augment", lambda images, policy: calls.append((policy, images)) or images)
     trainer = CycleGANTrainer(tiny_config.replace(diffaugment="color,cutout"))
     real_photo, real_monet = torch.rand(2, 3, 32, 32) * 2 - 1, torch.rand(2, 3, 32, 32) * 2 - 1
     trainer.model.train_step(real_photo, real_monet)

@@ -6,7 +6,8 @@ import torch
 
 from monet_utils.checkpoints import read_checkpoint
 from monet_utils.data import build_dataset, make_train_loader
-from monet_utils.cyclegan import LOSS_NAMES, load_optimizer
+from monet_utils.cyclegan import LOSS_NAMES
+from monet_utils.gan_model import load_optimizer
 from monet_utils.training import CycleGANTrainer, TrainingInterrupted
 
 
