@@ -75,14 +75,16 @@ class PatchSampler(nn.Module):
                                   for c in channels)
 
     def forward(self, features: list[torch.Tensor], patches: int = NCE_PATCHES,
-                positions: list[torch.Tensor] | None = None) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+                positions: list[torch.Tensor] | None = None, generator: torch.Generator | None = None
+                ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """(samples, positions): samples (batch * patches, width) per layer; `positions` given
-        (the source's) samples the same places, else random ones are drawn."""
+        (the source's) samples the same places, else random ones are drawn (from `generator`, a
+        CPU one, when given)."""
         samples, chosen = [], []
         for index, (feature, mlp) in enumerate(zip(features, self.mlps)):
             flat = feature.permute(0, 2, 3, 1).flatten(1, 2)  # (batch, H*W, C)
             where = positions[index] if positions is not None else (
-                torch.randperm(flat.shape[1], device=flat.device)[:patches])
+                torch.randperm(flat.shape[1], generator=generator)[:patches].to(flat.device, non_blocking=True))
             sample = mlp(flat[:, where].flatten(0, 1))
             samples.append(sample / (sample.norm(dim=1, keepdim=True) + 1e-7))
             chosen.append(where)
@@ -92,7 +94,7 @@ class PatchSampler(nn.Module):
 def feature_channels(generator: nn.Module, layers: tuple[int, ...] = NCE_LAYERS) -> list[int]:
     """The channels of the generator's outputs at `layers` (one small image through it, on the CPU)."""
     with torch.no_grad():
-        return [feature.shape[1] for feature in generator(torch.zeros(1, 3, 32, 32), layers)]
+        return [feature.shape[1] for feature in generator.features(torch.zeros(1, 3, 32, 32), layers)]
 
 
 class CUT(GANModel):
@@ -112,8 +114,11 @@ class CUT(GANModel):
         self.G_photo2monet = self.placed(generator)
         self.D_monet = self.placed(build_discriminator(config, norm=speed.norm))
         self.F_patches = self.placed(PatchSampler(channels))
-        if rank:  # then streams of their own: patch positions and flips differ between halves of a batch
+        if rank:  # then streams of their own: DiffAugment must not draw the same for both halves of a batch
             torch.manual_seed(process_seed(config.seed, rank))
+        # Patch positions and FastCUT's flips, drawn for the global batch: every process draws the same,
+        # so data-parallel training takes one process's step.
+        self.draws = torch.Generator().manual_seed(config.seed)
         self.replicas = dict(self.networks)
         # The reference's F has an Adam of its own, with the same settings and LR schedule as G's; Adam
         # works parameter by parameter, so a parameter group of opt_G makes the same updates.
@@ -127,11 +132,13 @@ class CUT(GANModel):
     def nce_loss(self, source: torch.Tensor, translation: torch.Tensor, flipped: bool) -> torch.Tensor:
         """PatchNCE between `source` and its `translation` (made from the flipped source when
         `flipped`: its features are flipped back), the mean over patches and layers, weighted."""
-        G, sampler = self.replicas["G_photo2monet"], self.replicas["F_patches"]
-        queries = G(translation, NCE_LAYERS)
+        # The generator's own module: its features are not its forward, which DDP wraps; their gradients
+        # reach the same parameters in the same backward, which DDP's hooks all-reduce once.
+        encoder, sampler = self.G_photo2monet, self.replicas["F_patches"]
+        queries = encoder.features(translation, NCE_LAYERS)
         if flipped:
             queries = [feature.flip(3) for feature in queries]
-        keys, positions = sampler(G(source, NCE_LAYERS), NCE_PATCHES)
+        keys, positions = sampler(encoder.features(source, NCE_LAYERS), NCE_PATCHES, generator=self.draws)
         queries, _ = sampler(queries, NCE_PATCHES, positions)
         losses = [patch_nce_loss(q, k, len(source)).mean() for q, k in zip(queries, keys)]
         return sum(losses) / len(losses) * self.recipe.nce_lambda
@@ -146,7 +153,7 @@ class CUT(GANModel):
         G, D = self.replicas["G_photo2monet"], self.replicas["D_monet"]
         real = torch.cat([real_photo, real_monet]) if recipe.identity_nce else real_photo
         # The reference draws the flip once per step, for the whole batch.
-        flipped = recipe.flip_equivariance and bool(torch.rand(()) < 0.5)
+        flipped = recipe.flip_equivariance and bool(torch.rand((), generator=self.draws) < 0.5)
         with autocast(self.speed, self.device):
             fake = G(real.flip(3) if flipped else real)
         fake_monet, idt_monet = fake[:len(real_photo)], fake[len(real_photo):]
@@ -182,6 +189,13 @@ class CUT(GANModel):
         self.scaler.update()
         self.skipped_in_a_row = 0
         return {name: {**values, **generator_values}[name] for name in self.loss_names}
+
+    def state_dict(self) -> dict:
+        return {**super().state_dict(), "draws": self.draws.get_state()}
+
+    def load_state_dict(self, state: dict, path) -> None:
+        super().load_state_dict(state, path)
+        self.draws.set_state(state["draws"])
 
     def finite(self, losses: dict[str, torch.Tensor], names) -> dict[str, float] | None:
         """The global batch's `names` losses (a device sync), or None if any is not finite."""

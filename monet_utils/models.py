@@ -121,11 +121,12 @@ class ResnetGenerator(nn.Module):
         layers += [nn.ReflectionPad2d(3), nn.Conv2d(ngf, channels, kernel_size=7), nn.Tanh()]
         self.model = nn.Sequential(*layers)
 
-    def forward(self, x: torch.Tensor, layers: tuple[int, ...] = ()) -> torch.Tensor | list[torch.Tensor]:
-        """The translation; or, given `layers`, the outputs of those layers (indices into
-        `model`, ascending), the layers after the last not run: PatchNCE's features."""
-        if not layers:
-            return self.model(x)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+    def features(self, x: torch.Tensor, layers: tuple[int, ...]) -> list[torch.Tensor]:
+        """The outputs of `layers` (indices into `model`, ascending), the layers after the last not
+        run: PatchNCE's features. Not part of `forward`, which exports keep alone."""
         features = []
         for index, layer in enumerate(self.model[:layers[-1] + 1]):
             x = layer(x)

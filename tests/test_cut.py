@@ -1,18 +1,31 @@
 """CUT and FastCUT (cut.py) against hand computations: PatchNCE, the patch sampling, the layers
 it reads, flip equivariance, one whole step, and checkpoints kept apart from CycleGAN's."""
 import copy
+import json
 import math
+import zipfile
 
+import nbformat
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from monet_utils.checkpoints import CheckpointError, load_generator
+from monet_utils import runner
+from monet_utils.__main__ import main
+from monet_utils.checkpoints import CheckpointError, load_generator, read_checkpoint
 from monet_utils.config import ConfigError
 from monet_utils.cut import NCE_LAYERS, NCE_TEMPERATURE, CUT, PatchSampler, patch_nce_loss
 from monet_utils.models import BlurDownsample, BlurUpsample, PatchDiscriminator, ResnetBlock, ResnetGenerator
+from monet_utils.data import build_dataset
+from monet_utils.stylize import stylize
+from monet_utils.submission import check_submission_zip
 from monet_utils.training import CycleGANTrainer
+
+from .test_training import weights
+
+RECIPE_LOSSES = {"cut": ("G_GAN", "NCE", "NCE_Y", "D_real", "D_fake", "D"),
+                 "fastcut": ("G_GAN", "NCE", "D_real", "D_fake", "D")}
 
 
 @pytest.fixture
@@ -87,7 +100,7 @@ def test_nce_reads_the_reference_layers_of_the_antialiased_encoder():
     torch.manual_seed(0)
     generator = ResnetGenerator(ngf=4, n_res_blocks=9, antialias=True)
     image = torch.randn(2, 3, 32, 32)
-    features = generator(image, NCE_LAYERS)
+    features = generator.features(image, NCE_LAYERS)
     blocks = [layer for layer in generator.model if isinstance(layer, ResnetBlock)]
     assert generator.model[NCE_LAYERS[3]] is blocks[0] and generator.model[NCE_LAYERS[4]] is blocks[4]
     kinds = [type(generator.model[i]) for i in NCE_LAYERS]
@@ -142,11 +155,15 @@ def test_a_cut_config_it_cannot_train_is_named(cut_config, change, message):
         cut_config.replace(**change)
 
 
-def reference_step(model, photo, monet, flipped):
+def reference_step(model, photo, monet):
     """The reference's optimize_parameters, written out with separate Adams for D, G and F (the
-    reference's optimizer_F), a loop PatchNCE, and the reference's patch draws (one randperm per
-    layer, source first)."""
+    reference's optimizer_F), a loop PatchNCE, and the reference's draws (the flip, then one
+    randperm per layer, source first) from a copy of the model's generator of draws. Returns the
+    losses, the networks after the step, and whether it flipped."""
     cfg, recipe = model.config, model.recipe
+    draws = torch.Generator()
+    draws.set_state(model.draws.get_state())
+    flipped = recipe.flip_equivariance and bool(torch.rand((), generator=draws) < 0.5)
     G, D, sampler = (copy.deepcopy(n) for n in (model.G_photo2monet, model.D_monet, model.F_patches))
     adam = lambda params: torch.optim.Adam(params, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))  # noqa: E731
     opt_G, opt_D, opt_F = adam(G.parameters()), adam(D.parameters()), adam(sampler.parameters())
@@ -160,11 +177,11 @@ def reference_step(model, photo, monet, flipped):
     opt_D.step()
 
     def nce(source, translation):
-        queries = G(translation, NCE_LAYERS)
+        queries = G.features(translation, NCE_LAYERS)
         queries = [q.flip(3) for q in queries] if flipped else queries
         total = 0.0
-        for layer, (q_map, k_map) in enumerate(zip(queries, G(source, NCE_LAYERS))):
-            where = torch.randperm(k_map.shape[2] * k_map.shape[3])[:256]
+        for layer, (q_map, k_map) in enumerate(zip(queries, G.features(source, NCE_LAYERS))):
+            where = torch.randperm(k_map.shape[2] * k_map.shape[3], generator=draws)[:256]
             pick = lambda m: m.flatten(2)[:, :, where].permute(0, 2, 1).reshape(-1, m.shape[1])  # noqa: E731
             mlp = sampler.mlps[layer]
             # The reference's Normalize, whose pow(0.5) has a NaN gradient at a zero vector (a tiny
@@ -191,21 +208,20 @@ def reference_step(model, photo, monet, flipped):
     (G_GAN + nce_total).backward()
     opt_G.step()
     opt_F.step()
-    return {k: float(v.detach()) for k, v in losses.items()}, (G, D, sampler)
+    return {k: float(v.detach()) for k, v in losses.items()}, (G, D, sampler), flipped
 
 
 @pytest.mark.parametrize("model_name, flipped", [("cut", False), ("fastcut", False), ("fastcut", True)])
-def test_one_step_is_the_reference_step(cut_config, monkeypatch, model_name, flipped):
+def test_one_step_is_the_reference_step(cut_config, model_name, flipped):
     config = cut_config.replace(model=model_name, batch_size=2)
     model = CycleGANTrainer(config).model
     photo, monet = (torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(s)) * 2 - 1 for s in (1, 2))
-    draw = torch.rand
-    monkeypatch.setattr(torch, "rand", lambda *a, **k: torch.zeros(()) if a == ((),) else draw(*a, **k))
-    if not flipped:
-        monkeypatch.setattr(torch, "rand", lambda *a, **k: torch.ones(()) if a == ((),) else draw(*a, **k))
-    torch.manual_seed(7)
-    expected, networks = reference_step(model, photo, monet, flipped)
-    torch.manual_seed(7)
+    seed = 0  # the first seed whose first draw flips as this case asks
+    while model.recipe.flip_equivariance and (torch.rand((), generator=torch.Generator().manual_seed(seed)) < 0.5) != flipped:
+        seed += 1
+    model.draws.manual_seed(seed)
+    expected, networks, reference_flipped = reference_step(model, photo, monet)
+    assert reference_flipped == flipped
     losses = model.train_step(photo, monet)
     for name, value in expected.items():
         assert losses[name] == pytest.approx(value, rel=1e-4, abs=1e-5), name
@@ -224,17 +240,16 @@ def test_flip_equivariance_compares_the_flipped_translations_features_flipped_ba
     model = CycleGANTrainer(cut_config.replace(model="fastcut")).model
     source = torch.rand(2, 3, 32, 32) * 2 - 1
     translation = model.G_photo2monet(source.flip(3))
-    torch.manual_seed(3)
-    flipped = model.nce_loss(source, translation, flipped=True)
-    torch.manual_seed(3)
+    model.draws.manual_seed(3)
+    flipped = float(model.nce_loss(source, translation, flipped=True))
     # The same as comparing with a translation whose features are already in the source's orientation.
     G = model.G_photo2monet
-    keys, positions = model.F_patches(G(source, NCE_LAYERS))
-    queries, _ = model.F_patches([f.flip(3) for f in G(translation, NCE_LAYERS)], positions=positions)
+    keys, positions = model.F_patches(G.features(source, NCE_LAYERS), generator=torch.Generator().manual_seed(3))
+    queries, _ = model.F_patches([f.flip(3) for f in G.features(translation, NCE_LAYERS)], positions=positions)
     by_hand = sum(hand_patch_nce(q.detach(), k.detach(), 2).mean() for q, k in zip(queries, keys)) / 5 * 10
-    assert float(flipped) == pytest.approx(float(by_hand), rel=1e-4)
-    torch.manual_seed(3)
-    assert float(model.nce_loss(source, translation, flipped=False)) != pytest.approx(float(flipped), rel=1e-3)
+    assert flipped == pytest.approx(float(by_hand), rel=1e-4)
+    model.draws.manual_seed(3)
+    assert float(model.nce_loss(source, translation, flipped=False)) != pytest.approx(flipped, rel=1e-3)
 
 
 def test_a_non_finite_discriminator_loss_changes_no_weight(cut_config):
@@ -262,3 +277,58 @@ def test_a_cut_checkpoint_has_no_generator_back_and_says_so(cut_config):
     assert config.model == "cut" and isinstance(generator, ResnetGenerator)
     with pytest.raises(CheckpointError, match="holds no G_monet2photo generator"):
         load_generator(path, direction="monet2photo")
+
+
+@pytest.mark.parametrize("model_name", ["cut", "fastcut"])
+def test_resume_gives_the_same_weights_as_one_straight_run(cut_config, dataset_dir, tmp_path, model_name):
+    """7 steps straight vs 4, then a new trainer from the checkpoint for 3 more: the patch draws
+    and FastCUT's flips come from the random state the checkpoint restores."""
+    def run(config):
+        trainer = CycleGANTrainer(config)
+        trainer.fit(trainer.train_loader(build_dataset(config, dataset_dir)), progress=False)
+        return trainer
+
+    base = cut_config.replace(model=model_name, epochs=3, decay_epochs=2, diffaugment="color,translation")
+    straight = run(base.replace(max_steps=7, output_dir=str(tmp_path / "straight")))
+    run(base.replace(max_steps=4, output_dir=str(tmp_path / "split")))
+    resumed = run(base.replace(max_steps=7, output_dir=str(tmp_path / "split")))
+    assert resumed.step == straight.step == 7
+    assert resumed.history == straight.history
+    a, b = weights(straight), weights(resumed)
+    assert set(a) == {k for k in a if k.split(".")[0] in ("G_photo2monet", "D_monet", "F_patches")}
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    for group_a, group_b in zip(straight.model.opt_G.param_groups, resumed.model.opt_G.param_groups):
+        assert group_a["lr"] == group_b["lr"] < cut_config.lr  # F's group decays with G's
+
+
+@pytest.mark.parametrize("model_name", ["cut", "fastcut"])
+def test_the_notebook_trains_evaluates_resumes_and_submits_with_cut(tmp_path, dataset_dir, feature_network,
+                                                                    model_name, capsys):
+    out = tmp_path / "run"
+    parameters = dict(model=model_name, image_size=32, ngf=4, ndf=4, n_res_blocks=5, batch_size=2, num_workers=0,
+                      n_samples=2, epochs=3, max_steps=2, eval_every=1, eval_photos=4, fid_weights=str(feature_network),
+                      data_dir=str(dataset_dir), estimate_mifid=False)
+    runner.run_notebook(parameters, out)
+    first = read_checkpoint(out / "checkpoints" / "latest.pt")
+    assert set(first["networks"]) == {"G_photo2monet", "D_monet", "F_patches"} and first["step"] == 2
+    executed = runner.run_notebook({**parameters, "max_steps": 4}, out)  # resumes: two steps more
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["steps"] == 4 and set(metrics["final"]) == set(RECIPE_LOSSES[model_name])
+    assert [e["step"] for e in metrics["evaluations"]] == [2, 3, 4]  # epoch ends (3 steps) and the end
+    assert read_checkpoint(out / "checkpoints" / "best.pt")["evaluation"]["step"] in (2, 3, 4)
+    outputs = "".join(str(o) for c in nbformat.read(executed, as_version=4).cells for o in c.get("outputs", []))
+    assert "Resuming from" in outputs and "Monet -> Monet" not in outputs  # titles are drawn, not printed
+    assert check_submission_zip(out / "images.zip", competition=False).n_images == 6
+    for name in ("samples.png", "losses.png", "samples/step_4.png"):
+        assert (out / name).stat().st_size > 0, name
+
+    assert main(["export", "--checkpoint", str(out / "checkpoints" / "latest.pt"), "--format", "torchscript",
+                 "--output", str(tmp_path / "g.pt")]) == 0
+    generator, _ = load_generator(out / "checkpoints" / "latest.pt")
+    exported = torch.jit.load(tmp_path / "g.pt")
+    photo = torch.rand(1, 3, 32, 32) * 2 - 1
+    with torch.no_grad():
+        torch.testing.assert_close(exported(photo), generator(photo), rtol=1e-4, atol=1e-5)
+    zipped = stylize(tmp_path / "g.pt", dataset_dir / "photo_jpg", tmp_path / "styled.zip", size=32, progress=False)
+    with zipfile.ZipFile(zipped) as styled:
+        assert len(styled.namelist()) == 6

@@ -237,3 +237,21 @@ def test_gpus_beyond_the_visible_devices_stop_the_run_before_anything_starts(tmp
     with pytest.raises(ConfigError, match="set device='cpu'"):
         runner.run_notebook({"gpus": 2}, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("model", ["cut", "fastcut"])
+def test_cut_in_two_processes_of_batch_2_trains_like_one_process_of_batch_4(dataset_dir, tmp_path, model):
+    """Every process draws the same patch positions and flips (the model's own generator of
+    draws), so DDP's averaged gradients are the one-process step's here too."""
+    params = dict(model=model, n_res_blocks=5, batch_size=4, epochs=2)
+    two = torchrun(2, dataset_dir, tmp_path / "two", **params)
+    one = torchrun(1, dataset_dir, tmp_path / "one", **params)
+    assert two["step"] == one["step"] == 2
+    for name in ("G_GAN", "NCE", "D"):
+        assert [h[name] for h in two["history"]] == pytest.approx([h[name] for h in one["history"]], rel=1e-5)
+    networks = CycleGANTrainer(CycleGANConfig(**{**TINY, **params}, output_dir=str(tmp_path / "x"))).model.networks
+    for net_name, net in networks.items():
+        free = biases_before_a_norm(net)
+        for key, weight in one["networks"][net_name].items():
+            if key not in free:  # PatchNCE's temperature (0.07) magnifies the float noise: half an Adam step
+                assert torch.allclose(two["networks"][net_name][key], weight, rtol=0, atol=1e-4), (net_name, key)
