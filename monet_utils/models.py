@@ -86,8 +86,10 @@ class BlurUpsample(nn.Module):
         self.register_buffer("kernel", binomial_kernel((1.0, 3.0, 3.0, 1.0), channels, gain=4.0), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.conv_transpose2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), self.kernel, stride=2, padding=2,
-                                 groups=x.shape[1])
+        # The edge repeated by indexing: inductor's backward of replication_pad2d fails (torch 2.10, CPU).
+        rows = torch.cat([x[..., :1, :], x, x[..., -1:, :]], dim=-2)
+        padded = torch.cat([rows[..., :1], rows, rows[..., -1:]], dim=-1)
+        out = F.conv_transpose2d(padded, self.kernel, stride=2, padding=2, groups=x.shape[1])
         return out[..., 1:-1, 1:-1]
 
 

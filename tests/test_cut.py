@@ -124,6 +124,10 @@ def test_blur_resampling_is_the_binomial_filter_and_keeps_a_constant():
     constant = torch.full((1, 2, 8, 8), 0.3)
     torch.testing.assert_close(BlurDownsample(2)(constant), torch.full((1, 2, 4, 4), 0.3))
     torch.testing.assert_close(BlurUpsample(2)(constant), torch.full((1, 2, 16, 16), 0.3))
+    x = torch.randn(2, 3, 5, 7)  # the edge repeated by indexing is replicate padding
+    reference = F.conv_transpose2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), BlurUpsample(3).kernel, stride=2,
+                                   padding=2, groups=3)[..., 1:-1, 1:-1]
+    torch.testing.assert_close(BlurUpsample(3)(x), reference)
     up = BlurUpsample(1)(torch.eye(4).view(1, 1, 4, 4))
     assert up.shape == (1, 1, 8, 8) and up.sum() == pytest.approx(4 * 4, rel=1e-5)
 
@@ -260,6 +264,28 @@ def test_a_non_finite_discriminator_loss_changes_no_weight(cut_config):
     assert math.isnan(losses["D_real"]) and model.skipped_in_a_row == 1
     after = {k: v for net in model.networks.values() for k, v in net.state_dict().items()}
     assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_with_fp16_a_non_finite_generator_loss_keeps_the_discriminators_update_and_backs_off(cut_config, monkeypatch,
+                                                                                            fused):
+    """The discriminator steps first, as in the reference: a generator loss that is not finite
+    then skips the generator's and the MLPs' update only. The CPU's GradScaler stands in for a
+    T4's fp16 one (the same unscale, skip and update logic)."""
+    model = CycleGANTrainer(cut_config.replace(fused_adam="on" if fused else "off")).model
+    model.scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 10)
+    photo, monet = torch.rand(2, 3, 32, 32) * 2 - 1, torch.rand(2, 3, 32, 32) * 2 - 1
+    losses = model.train_step(photo, monet)
+    assert all(math.isfinite(v) for v in losses.values()) and model.scaler.get_scale() == 2.0 ** 10
+    before = {name: copy.deepcopy(net.state_dict()) for name, net in model.networks.items()}
+    nce = model.nce_loss
+    monkeypatch.setattr(model, "nce_loss", lambda *args: nce(*args) * float("inf"))
+    losses = model.train_step(photo, monet)
+    assert math.isinf(losses["NCE"]) and math.isfinite(losses["D"])
+    assert model.skipped_in_a_row == model.skipped_total == 1 and model.scaler.get_scale() == 2.0 ** 9
+    changed = {name: any(not torch.equal(before[name][k], v) for k, v in net.state_dict().items())
+               for name, net in model.networks.items()}
+    assert changed == {"G_photo2monet": False, "D_monet": True, "F_patches": False}
 
 
 @pytest.mark.parametrize("saved, resumed", [("cyclegan", "cut"), ("cut", "cyclegan"), ("cut", "fastcut")])
