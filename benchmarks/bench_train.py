@@ -1,9 +1,11 @@
-"""Training-step speed under each speed setting, against the reference in the same run.
+"""Training-step speed under each speed setting, and of CUT and FastCUT, against the reference
+(CycleGAN) in the same run.
 
     .venv/bin/python benchmarks/bench_train.py --size 64 --batch 4             # CPU, a few minutes
     .venv/bin/python benchmarks/bench_train.py --size 256 --batch 1 --steps 5
     .venv/bin/python benchmarks/bench_train.py --size 256 --batch 4 --device cuda
     .venv/bin/python benchmarks/bench_train.py --size 64 --batch 4 --nproc 2 --only reference   # data-parallel
+    .venv/bin/python benchmarks/bench_train.py --size 256 --batch 4 --steps 3 --only CUT,FastCUT   # the models
 
 Reference = fp32, contiguous, eager, plain (foreach) Adam, InstanceNorm: the core implementation.
 Each row runs in its own process (clean peak memory, no compile cache shared): median step time
@@ -37,6 +39,9 @@ CONFIGS = {
     "torch.compile": dict(compile="on"),
     "amp bf16 + torch.compile": dict(amp="bf16", compile="on"),
     "defaults for this device (auto)": dict(amp="auto", channels_last="auto", compile="auto", fused_adam="auto"),
+    # The other model family (cut.py), reference speed settings: the same size, the ratio to CycleGAN's.
+    "CUT": dict(model="cut"),
+    "FastCUT": dict(model="fastcut"),
 }
 
 

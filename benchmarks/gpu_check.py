@@ -59,6 +59,14 @@ SPEED_ROWS = [
         ("bf16 + compile + channels_last", dict(amp="bf16", fused_adam="on", compile="on", channels_last="on")),
         ("fp32 + compile", dict(fused_adam="on", compile="on")),
     )
+] + [  # the other model family at the same size, its ratio to CycleGAN's reference row
+    (f"resnet: {name} {label}", "resnet", dict(settings, model=model))
+    for model, name in (("cut", "CUT"), ("fastcut", "FastCUT"))
+    for label, settings in (
+        ("(fp32, eager)", {}),
+        ("fp16", dict(amp="fp16", fused_adam="on")),
+        ("bf16 + compile", dict(amp="bf16", fused_adam="on", compile="on")),
+    )
 ]
 
 

@@ -35,7 +35,8 @@ def test_the_cpu_mode_runs_every_step_and_writes_the_report(cpu_run):
     report = (out / "report.md").read_text()
     assert report.startswith("# GPU check: CPU, PyTorch")
     assert "## The gpu tests" in report and "skipped" in report  # no CUDA here: each gpu test skips
-    for row in ("resnet: reference (fp32, eager)", "resnet: bf16", "unet: reference (fp32, eager)"):
+    for row in ("resnet: reference (fp32, eager)", "resnet: bf16", "unet: reference (fp32, eager)",
+                "resnet: CUT (fp32, eager)", "resnet: FastCUT (fp32, eager)"):
         line = next(line for line in report.splitlines() if line.startswith(f"| {row} |"))
         assert float(line.split("|")[2]) > 0, line
     assert "3 steps" in report and "1 process(es) on cpu" in report
