@@ -36,7 +36,6 @@ KAGGLE_DEFAULTS = {
     "time_budget_hours": ("4.75", "the whole run from the kernel's start, set-up included; 15 of Kaggle's 300 min "
                                   "are left for what its clock counts outside the kernel"),
     "resume_from": ('"auto"', "a previous session's checkpoint, when its output is attached"),
-    "model": ('"cyclegan"', 'or "cut" / "fastcut" with generator = "resnet" (PatchNCE reads the ResNet\'s encoder)'),
     "generator": ('"unet"', "fastest to learn of the benchmark's recipes; 22 of the ResNet's 99 GFLOP per image"),
     "upsampling": ('"resize_conv"', "no dot mosaic, at the transposed convs' FID (benchmarks/quality)"),
     "eval_minutes": ("20.0", "about 13 evaluations in the run, each seconds on a GPU (the run prints their share)"),
