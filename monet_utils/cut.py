@@ -41,6 +41,7 @@ class Recipe:
     flip_equivariance: bool
 
 
+LOSS_NAMES = ("G_GAN", "NCE", "NCE_Y", "D_real", "D_fake", "D")  # NCE_Y: CUT's identity term, not FastCUT's
 RECIPES = {"cut": Recipe(nce_lambda=1.0, identity_nce=True, flip_equivariance=False),
            "fastcut": Recipe(nce_lambda=10.0, identity_nce=False, flip_equivariance=True)}
 
@@ -107,7 +108,7 @@ class CUT(GANModel):
     def __init__(self, config: CycleGANConfig, device: torch.device, speed: SpeedSettings, rank: int = 0):
         super().__init__(config, device, speed)
         self.recipe = RECIPES[config.model]
-        self.loss_names = ("G_GAN", "NCE", *(("NCE_Y",) if self.recipe.identity_nce else ()), "D_real", "D_fake", "D")
+        self.loss_names = tuple(name for name in LOSS_NAMES if name != "NCE_Y" or self.recipe.identity_nce)
         torch.manual_seed(config.seed)
         generator = build_generator(config, norm=speed.norm)
         channels = feature_channels(generator)  # before it moves to the device

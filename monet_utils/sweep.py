@@ -36,11 +36,13 @@ from .plots import save_figure, smooth  # noqa: E402
 from .progress import PrefixedLines  # noqa: E402
 from .runner import run_notebook, validate_parameters  # noqa: E402
 from .checkpoints import CheckpointError, read_checkpoint  # noqa: E402
-from .cyclegan import LOSS_NAMES  # noqa: E402
+from . import cut, cyclegan  # noqa: E402
 
 # MiFID when every run has one (the competition's score); else the cycle loss (cycle_photo +
-# cycle_monet over the last tenth of the run), which is only comparable across equal lambdas.
+# cycle_monet over the last tenth of the run), which is only comparable across equal lambdas
+# (CUT runs have none: they come after).
 SORT_DEFAULT = "auto"
+LOSS_NAMES = (*cyclegan.LOSS_NAMES, *cut.LOSS_NAMES)
 METRICS = ("final_cycle", "mifid", "best_fid", "seconds_per_step", "wall_seconds", "steps",
            *(f"final_{name}" for name in LOSS_NAMES), *(f"mean_{name}" for name in LOSS_NAMES))
 
@@ -184,7 +186,7 @@ def summarize(out: Path, runs: list[tuple[str, dict]], swept: list[str], sort_by
     writer.writeheader()
     writer.writerows(rows)
     write_atomically(out / "summary.csv", lambda tmp: tmp.write_text(table.getvalue(), newline=""), "summary")
-    shown = ["run", "status", *swept, "steps", "final_cycle", "final_D_monet", "final_D_photo",
+    shown = ["run", "status", *swept, "steps", "final_cycle", "final_D_monet", "final_D_photo", "final_NCE", "final_D",
              "seconds_per_step", "wall_seconds", "mifid", "best_fid", "error"]
     shown = [c for c in dict.fromkeys(shown) if any(r.get(c) is not None for r in rows)]
     lines = [f"# Sweep summary ({len(completed)} of {len(rows)} runs completed; sorted by {sort_by})", "",
@@ -213,10 +215,13 @@ def plot_comparison(out: Path, names: list[str]) -> None:
             continue
         steps = [h["step"] for h in history]
         window = max(1, len(history) // 50)
-        ax_g.plot(steps, smooth([h["cycle_photo"] + h["cycle_monet"] for h in history], window), label=name)
-        ax_d.plot(steps, smooth([h["D_monet"] + h["D_photo"] for h in history], window), label=name)
-    ax_g.set(title="Cycle loss (photo + Monet)", xlabel="step", ylabel="loss")
-    ax_d.set(title="Discriminator loss (D_monet + D_photo)", xlabel="step")
+        cycle = bool(history) and "cycle_photo" in history[0]  # else a CUT run: its NCE and D
+        ax_g.plot(steps, smooth([h["cycle_photo"] + h["cycle_monet"] if cycle else h["NCE"] for h in history], window),
+                  label=name if cycle else f"{name} (NCE)")
+        ax_d.plot(steps, smooth([h["D_monet"] + h["D_photo"] if cycle else h["D"] for h in history], window),
+                  label=name if cycle else f"{name} (D)")
+    ax_g.set(title="Cycle loss (photo + Monet); CUT's PatchNCE", xlabel="step", ylabel="loss")
+    ax_d.set(title="Discriminator loss (D_monet + D_photo); CUT's D", xlabel="step")
     for ax in (ax_g, ax_d):
         ax.grid(alpha=0.3)
         if ax.lines:

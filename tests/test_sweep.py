@@ -8,6 +8,9 @@ import torch
 from monet_utils import sweep
 from monet_utils.config import ConfigError
 from monet_utils.demo_data import make_demo_dataset
+from monet_utils.training import CycleGANTrainer
+
+from .test_recipe import BatchesOf
 
 if importlib.util.find_spec("tensorboard"):
     from tensorboard.backend.event_processing import event_multiplexer
@@ -127,6 +130,25 @@ def test_summary_sorts_by_mifid_when_every_run_has_it(tmp_path):
     assert "| mifid | best_fid |" in (tmp_path / "summary.md").read_text()
     assert [r["run"] for r in sweep.summarize(tmp_path, runs, ["epochs"])] == ["c", "a", "b"]  # one lacks it
     assert "sorted by final_cycle" in (tmp_path / "summary.md").read_text()
+
+
+def test_a_sweep_over_the_model_summarises_and_plots_cut_runs_beside_cyclegan_ones(tmp_path, tiny_config, monkeypatch):
+    for name, model, names in (("a", "cyclegan", sweep.cyclegan.LOSS_NAMES), ("b", "cut", sweep.cut.LOSS_NAMES)):
+        config = tiny_config.replace(model=model, n_res_blocks=5, output_dir=str(tmp_path / name), max_steps=2)
+        trainer = CycleGANTrainer(config)
+        trainer.fit(BatchesOf(2), progress=False)
+        (tmp_path / name / "status.json").write_text(json.dumps({"status": "completed", "wall_seconds": 1.0}))
+        (tmp_path / name / "metrics.json").write_text(json.dumps(trainer.metrics()))
+        assert set(trainer.metrics()["final"]) <= set(names)
+    figures = {}
+    monkeypatch.setattr(sweep, "save_figure", lambda fig, path: figures.setdefault(path.name, fig))
+    rows = sweep.summarize(tmp_path, [("a", {"model": "cyclegan"}), ("b", {"model": "cut"})], ["model"])
+    assert [(r["run"], r["final_cycle"] is None) for r in rows] == [("a", False), ("b", True)]
+    table = (tmp_path / "summary.md").read_text()
+    assert "final_NCE" in table and "final_D_monet" in table
+    ax_g, ax_d = figures["loss_comparison.png"].axes
+    assert [line.get_label() for line in ax_g.lines] == ["a", "b (NCE)"]
+    assert [line.get_label() for line in ax_d.lines] == ["a", "b (D)"]
 
 
 def test_a_summary_that_fails_to_write_leaves_the_previous_one_whole(tmp_path, monkeypatch):
