@@ -350,7 +350,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.command == "run":
         small = args.cpu
-        for key, gpu_value, cpu_value in (("size", 256, 32), ("batch", 4, 2), ("ngf", 64, 8), ("blocks", 9, 2),
+        for key, gpu_value, cpu_value in (("size", 256, 32), ("batch", 4, 2), ("ngf", 64, 8), ("blocks", 9, 5),
                                           ("steps", 10, 2), ("warmup", 3, 1), ("max_steps", 0, 3)):
             setattr(args, key, cpu_value if small else gpu_value)
         return run(args)

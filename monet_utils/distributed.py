@@ -59,7 +59,11 @@ def replicate(networks: dict[str, torch.nn.Module], device: torch.device) -> dic
     if rank_and_world()[1] == 1:
         return dict(networks)
     ids = [device] if device.type == "cuda" else None
-    return {name: torch.nn.parallel.DistributedDataParallel(net, device_ids=ids) for name, net in networks.items()}
+    # No buffer to broadcast: the networks' only ones are constant blur kernels (antialias), which
+    # DDP would copy over in place at every forward, after which autograd refuses those it saved
+    # for a backward that has not run yet (torch 2.10).
+    return {name: torch.nn.parallel.DistributedDataParallel(net, device_ids=ids, broadcast_buffers=False)
+            for name, net in networks.items()}
 
 
 def any_rank(*flags: bool) -> list[bool]:
