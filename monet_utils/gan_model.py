@@ -50,7 +50,8 @@ def set_requires_grad(nets, requires_grad: bool) -> None:
 
 class GANModel:
     """A subclass sets `networks` (name -> module, on the device), `opt_G` and `opt_D` (which the
-    trainer's LR schedules drive) and `loss_names`, and implements `train_step(real_photo,
+    trainer's LR schedules drive), `loss_names` and `progress_losses` (the two the progress bar
+    shows), and implements `train_step(real_photo,
     real_monet) -> {loss name: value}`. `replicas` is what a step calls for each network: the
     network, or its DistributedDataParallel replica (`distributed.replicate`)."""
 
