@@ -21,8 +21,7 @@ from torch.nn import functional as F
 
 from .acceleration import SpeedSettings, autocast
 from .config import CycleGANConfig
-from .distributed import mean_over_ranks
-from .gan_model import GANModel, process_seed, set_requires_grad
+from .gan_model import GANModel, all_finite, process_seed, set_requires_grad
 from .models import build_discriminator, build_generator
 
 # The reference's defaults: --nce_layers 0,4,8,12,16 (the padded image, the two downsampling convs, the
@@ -166,9 +165,9 @@ class CUT(GANModel):
                       "D_real": self.gan_loss(self.judge(D, real_monet), True)}
             losses["D"] = 0.5 * (losses["D_fake"] + losses["D_real"])
         self.scaler.scale(losses["D"]).backward()
-        values = self.finite(losses, ("D_real", "D_fake", "D"))
-        if values is None:
-            return self.skipped(losses)
+        values = self.global_losses(losses, ("D_real", "D_fake", "D"))
+        if not all_finite(values):
+            return self.skipped(values)
         self.scaler.step(self.opt_D)
 
         # Generator and MLPs, against the updated discriminator (its own module: frozen, nothing to all-reduce).
@@ -183,13 +182,13 @@ class CUT(GANModel):
                 nce = 0.5 * (losses["NCE"] + losses["NCE_Y"])
         self.scaler.scale(losses["G_GAN"] + nce).backward()
         set_requires_grad([self.D_monet], True)
-        generator_values = self.finite(losses, [n for n in self.loss_names if not n.startswith("D")])
-        if generator_values is None:
-            return self.skipped(losses)
+        values.update(self.global_losses(losses, [name for name in self.loss_names if name not in values]))
+        if not all_finite(values):
+            return self.skipped(values)
         self.scaler.step(self.opt_G)
         self.scaler.update()
         self.skipped_in_a_row = 0
-        return {name: {**values, **generator_values}[name] for name in self.loss_names}
+        return {name: values[name] for name in self.loss_names}
 
     def state_dict(self) -> dict:
         return {**super().state_dict(), "draws": self.draws.get_state()}
@@ -198,12 +197,7 @@ class CUT(GANModel):
         super().load_state_dict(state, path)
         self.draws.set_state(state["draws"])
 
-    def finite(self, losses: dict[str, torch.Tensor], names) -> dict[str, float] | None:
-        """The global batch's `names` losses (a device sync), or None if any is not finite."""
-        values = dict(zip(names, mean_over_ranks(torch.stack([losses[n].detach().float() for n in names])).tolist()))
-        return values if all(math.isfinite(v) for v in values.values()) else None
-
-    def skipped(self, losses: dict[str, torch.Tensor]) -> dict[str, float]:
-        values = {name: float(losses[name]) if name in losses else math.nan for name in self.loss_names}
+    def skipped(self, values: dict[str, float]) -> dict[str, float]:
+        """Skip the step (`values`: the losses computed, some not finite); the losses not computed are NaN."""
         self.skip_step(values)
-        return values
+        return {name: values.get(name, math.nan) for name in self.loss_names}

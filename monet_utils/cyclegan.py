@@ -10,15 +10,13 @@ discriminators on real images and on fakes drawn from the history pools.
 from __future__ import annotations
 
 import itertools
-import math
 
 import torch
 from torch.nn import functional as F
 
 from .acceleration import SpeedSettings, autocast
 from .config import CycleGANConfig
-from .distributed import mean_over_ranks
-from .gan_model import GANModel, process_seed, set_requires_grad
+from .gan_model import GANModel, all_finite, process_seed, set_requires_grad
 from .image_pool import ImagePool
 from .models import build_discriminator, build_generator
 
@@ -94,10 +92,8 @@ class CycleGAN(GANModel):
         losses.update(self.discriminator_losses(real_photo, real_monet, pooled_photo, pooled_monet))
         self.scaler.scale(losses["D_monet"] + losses["D_photo"]).backward()
 
-        # The global batch's losses: every process then takes the same skip decision below.
-        stacked = mean_over_ranks(torch.stack([losses[n].detach().float() for n in LOSS_NAMES]))
-        values = dict(zip(LOSS_NAMES, stacked.tolist()))
-        if all(math.isfinite(v) for v in values.values()):  # the step's one device sync, above
+        values = self.global_losses(losses, LOSS_NAMES)  # the step's one device sync
+        if all_finite(values):
             self.scaler.step(self.opt_G)  # with fp16, also skipped if a gradient overflowed
             self.scaler.step(self.opt_D)
             self.scaler.update()

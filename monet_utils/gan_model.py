@@ -14,6 +14,7 @@ from .acceleration import SpeedSettings, make_grad_scaler
 from .checkpoints import load_network
 from .config import CycleGANConfig
 from .diffaugment import diff_augment
+from .distributed import mean_over_ranks
 from .losses import GANLoss
 from .models import init_weights
 
@@ -41,6 +42,10 @@ def load_optimizer(optimizer: torch.optim.Optimizer, saved: dict) -> None:
 def process_seed(seed: int, rank: int) -> int:
     """The seed of process `rank`'s random streams after initialisation; rank 0 keeps `seed`'s."""
     return int(np.random.SeedSequence([seed, rank]).generate_state(1)[0]) if rank else seed
+
+
+def all_finite(values: dict[str, float]) -> bool:
+    return all(math.isfinite(v) for v in values.values())
 
 
 def set_requires_grad(nets, requires_grad: bool) -> None:
@@ -85,6 +90,11 @@ class GANModel:
     def discriminator_loss(self, net, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
         """Real images judged real and (detached) fakes judged fake, halved to slow D relative to G."""
         return 0.5 * (self.gan_loss(self.judge(net, real), True) + self.gan_loss(self.judge(net, fake.detach()), False))
+
+    def global_losses(self, losses: dict[str, torch.Tensor], names) -> dict[str, float]:
+        """The global batch's `names` losses (one device sync): every process then takes the same
+        decision on skipping."""
+        return dict(zip(names, mean_over_ranks(torch.stack([losses[n].detach().float() for n in names])).tolist()))
 
     def skip_step(self, values: dict[str, float]) -> None:
         """Count a step whose losses were not finite (its optimizers did not step); with fp16 the

@@ -12,7 +12,6 @@ from .data import load_rgb, to_uint8_image
 from .files import write_atomically
 
 
-
 def loss_names(record: dict) -> list[str]:
     """The losses of a history record (a model's `loss_names`, in order): all but step and epoch."""
     return [name for name in record if name not in ("step", "epoch")]

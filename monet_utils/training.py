@@ -1,7 +1,7 @@
-"""The training loop around a model (`cyclegan.CycleGAN`, or `cut.CUT` for CUT and FastCUT): epochs and the LR schedule, checkpoints (every
-`checkpoint_every` steps, every `checkpoint_minutes`, at each epoch's end and on the way out),
-stop requests (SIGINT, SIGTERM), the time plan, progress and metrics; and what a checkpoint
-holds, with resuming from one. The maths of a step is the model's (its `train_step`).
+"""The training loop around a model (`cyclegan.CycleGAN`, or `cut.CUT` for CUT and FastCUT):
+epochs and the LR schedule, checkpoints (every `checkpoint_every` steps, every
+`checkpoint_minutes`, at each epoch's end and on the way out), stop requests (SIGINT, SIGTERM),
+the time plan, progress and metrics; and what a checkpoint holds, with resuming from one. The maths of a step is the model's (its `train_step`).
 """
 from __future__ import annotations
 
